@@ -1,0 +1,200 @@
+//! The decision at the heart of the layer: from a request's headers to a
+//! [`Principal`] or a refusal.
+//!
+//! `begin` does everything that needs no backend (extract, parse, hash, cache
+//! probe, verify) synchronously; only a cache miss goes to [`Authenticator::load`].
+//! `verify` runs on every request, hit or miss, against the policy in force now.
+//! Nothing here logs above DEBUG, and nothing here ever sees more of a token
+//! than the borrowed header value it hashes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use time::OffsetDateTime;
+use tracing::Span;
+
+use crate::cache::{CachedToken, Missing, TokenCache};
+use crate::clock::Clock;
+use crate::error::{AuthError, InvalidToken, StoreError};
+use crate::extract::{self, Credentials};
+use crate::policy::PolicySnapshot;
+use crate::principal::{Principal, expiry_header_value};
+use crate::store::{Directory, TokenStore};
+use crate::token::{TokenFormat, TokenHash};
+
+/// How many times a load is retried when an invalidation overtook it.
+const LOAD_ATTEMPTS: usize = 3;
+
+/// Shared by the layer, every service it builds, and the manager.
+pub(crate) struct Authenticator {
+    pub(crate) format: TokenFormat,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) directory: Arc<dyn Directory>,
+    pub(crate) cache: TokenCache,
+    pub(crate) policy: PolicySnapshot,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) max_token_len: usize,
+    pub(crate) lookup_timeout: Duration,
+    pub(crate) realm: Box<str>,
+    pub(crate) retry_after: HeaderValue,
+    pub(crate) expiry_header: Option<HeaderName>,
+}
+
+/// A successful authentication.
+pub(crate) struct Accepted {
+    pub(crate) principal: Principal,
+    /// The expiry header's value, if the token expires.
+    pub(crate) expiry: Option<HeaderValue>,
+}
+
+/// What `begin` decided.
+pub(crate) enum Step {
+    Accept(Accepted),
+    /// No bearer credentials, and the layer lets anonymous requests through.
+    Anonymous,
+    Reject(AuthError),
+    /// A cache miss: the token is well-formed and must be looked up.
+    Load(TokenHash),
+}
+
+/// Why a coalesced load produced no entry; shared by every waiting caller.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    Missing(Missing),
+    Store(StoreError),
+}
+
+impl Authenticator {
+    /// Everything up to the cache probe, and verification on a hit.
+    pub(crate) fn begin(&self, headers: &HeaderMap, allow_anonymous: bool, span: &Span) -> Step {
+        let token = match extract::bearer(headers, self.max_token_len) {
+            Ok(Credentials::Bearer(token)) => token,
+            Ok(Credentials::Missing | Credentials::OtherScheme) if allow_anonymous => {
+                return Step::Anonymous;
+            }
+            Ok(Credentials::Missing | Credentials::OtherScheme) => {
+                return Step::Reject(AuthError::MissingCredentials);
+            }
+            Err(invalid) => return Step::Reject(invalid.into()),
+        };
+        // Garbage is refused here, before it can touch the cache or the store.
+        if self.format.check(token).is_err() {
+            return Step::Reject(InvalidToken::Malformed.into());
+        }
+        let hash = TokenHash::of(token);
+        if let Some(entry) = self.cache.get(&hash) {
+            return match self.verify(&entry, span) {
+                Ok(accepted) => Step::Accept(accepted),
+                Err(error) => Step::Reject(error),
+            };
+        }
+        if self.cache.is_unknown(&hash) {
+            return Step::Reject(InvalidToken::Unknown.into());
+        }
+        Step::Load(hash)
+    }
+
+    /// Checks a resolved token against its revocation, its expiry and the
+    /// policy in force now.
+    pub(crate) fn verify(&self, entry: &CachedToken, span: &Span) -> Result<Accepted, AuthError> {
+        let record = &entry.record;
+        if !span.is_disabled() {
+            span.record("token_id", tracing::field::display(record.id));
+            span.record("hint", record.hint.as_str());
+        }
+        if record.revoked_at.is_some() {
+            return Err(InvalidToken::Revoked.into());
+        }
+        let lifetime = self.policy.load().policy.lifetime_for(&entry.user);
+        let Some(expires_at) = record.effective_expiry(lifetime) else {
+            return Err(InvalidToken::NotPermitted.into());
+        };
+        if expires_at.is_some_and(|at| self.clock.now() >= at) {
+            return Err(InvalidToken::Expired.into());
+        }
+        let expiry = if expires_at == record.expires_at {
+            entry.expires_header.clone()
+        } else {
+            expires_at.and_then(expiry_header_value)
+        };
+        Ok(Accepted {
+            principal: Principal::new(Arc::clone(&entry.user), record.id, expires_at),
+            expiry,
+        })
+    }
+
+    /// Resolves a cache miss through the coalescing loader.
+    pub(crate) async fn load(
+        self: Arc<Self>,
+        hash: TokenHash,
+    ) -> Result<Arc<CachedToken>, AuthError> {
+        for _ in 0..LOAD_ATTEMPTS {
+            let this = Arc::clone(&self);
+            let result = self
+                .cache
+                .loads()
+                .try_get_with(hash, async move { this.load_uncoalesced(hash).await })
+                .await;
+            self.cache.finish_load(&hash).await;
+            match result {
+                Ok(entry) if self.cache.is_current(&hash, &entry) => return Ok(entry),
+                // Invalidated while loading: the record may predate a revocation.
+                Ok(_) => continue,
+                Err(err) => {
+                    return Err(match &*err {
+                        LoadError::Missing(Missing::Unknown) => InvalidToken::Unknown.into(),
+                        LoadError::Missing(Missing::UnknownUser) => {
+                            InvalidToken::UnknownUser.into()
+                        }
+                        LoadError::Store(e) => AuthError::Unavailable(Arc::new(e.clone())),
+                    });
+                }
+            }
+        }
+        Err(AuthError::Unavailable(Arc::new(StoreError::Stale)))
+    }
+
+    async fn load_uncoalesced(&self, hash: TokenHash) -> Result<Arc<CachedToken>, LoadError> {
+        // A load that finished just before this one began has filled the cache.
+        if let Some(entry) = self.cache.get(&hash) {
+            return Ok(entry);
+        }
+        if self.cache.is_unknown(&hash) {
+            return Err(LoadError::Missing(Missing::Unknown));
+        }
+        // Read before the store is asked: an invalidation after this point makes
+        // the result untrusted (see `cache`).
+        let generation = self.cache.generation(&hash);
+        let lookup = async {
+            let Some(record) = self.store.find_by_hash(&hash).await? else {
+                return Ok(None);
+            };
+            let user = self.directory.user(record.user_id).await?;
+            Ok::<_, StoreError>(Some((record, user)))
+        };
+        let found = tokio::time::timeout(self.lookup_timeout, lookup)
+            .await
+            .map_err(|_| StoreError::Timeout)
+            .and_then(|r| r)
+            .map_err(LoadError::Store)?;
+        match found {
+            None => {
+                self.cache.remember_unknown(hash);
+                Err(LoadError::Missing(Missing::Unknown))
+            }
+            Some((_, None)) => Err(LoadError::Missing(Missing::UnknownUser)),
+            Some((record, Some(user))) => {
+                let remaining = record.expires_at.map(|at| remaining(at, self.clock.now()));
+                let entry = self.cache.entry(record, user, generation, remaining);
+                self.cache.insert(hash, &entry);
+                Ok(entry)
+            }
+        }
+    }
+}
+
+/// Time from `now` until `at`, zero if past.
+fn remaining(at: OffsetDateTime, now: OffsetDateTime) -> Duration {
+    Duration::try_from(at - now).unwrap_or(Duration::ZERO)
+}

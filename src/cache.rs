@@ -1,0 +1,194 @@
+//! The token cache: resolved tokens by digest, unknown digests apart, and the
+//! coalescing of concurrent misses into one backend call.
+//!
+//! * `entries` — resolved tokens (`moka::sync::Cache`, so a hit is a plain
+//!   function call and the request path needs no boxed future). Each entry lives
+//!   at most `cache_ttl`, and never past its token's own expiry.
+//! * `unknown` — digests the store does not know, bounded on its own and with a
+//!   short TTL, so a flood of junk tokens cannot evict valid entries.
+//! * `loads` — moka's coalescing loader (`try_get_with`): concurrent misses on
+//!   one digest share one backend call; errors are never cached.
+//! * `generations` — a counter per stripe of digests, bumped on every
+//!   invalidation. An entry remembers the counter it was loaded under; if the
+//!   counter moved, the entry may predate a revocation and is not trusted. This is
+//!   what stops a load that raced a revoke from re-inserting the old record.
+//!
+//! This module stores digests and records only; it never sees a token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+use crate::store::{TokenRecord, User};
+use crate::token::TokenHash;
+
+const STRIPES: usize = 256;
+
+/// A resolved token: its record and its owner as the directory knew them when
+/// loaded (at most `cache_ttl` ago).
+#[derive(Debug)]
+pub(crate) struct CachedToken {
+    pub(crate) record: TokenRecord,
+    pub(crate) user: Arc<User>,
+    /// The record's own `expires_at`, pre-formatted for the expiry header.
+    pub(crate) expires_header: Option<HeaderValue>,
+    generation: u64,
+    cache_for: Duration,
+}
+
+/// Why a load produced no token.
+#[derive(Debug, Clone)]
+pub(crate) enum Missing {
+    /// The store has no such token (cached as a negative).
+    Unknown,
+    /// The token's owner no longer exists (not cached).
+    UnknownUser,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<TokenHash, Arc<CachedToken>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenHash,
+        value: &Arc<CachedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.cache_for)
+    }
+}
+
+/// Sizes and lifetimes of the caches.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheSettings {
+    pub(crate) ttl: Duration,
+    pub(crate) capacity: u64,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) negative_capacity: u64,
+}
+
+#[derive(Clone)]
+pub(crate) struct TokenCache {
+    entries: moka::sync::Cache<TokenHash, Arc<CachedToken>>,
+    unknown: moka::sync::Cache<TokenHash, ()>,
+    loads: moka::future::Cache<TokenHash, Arc<CachedToken>>,
+    generations: Arc<[AtomicU64]>,
+    ttl: Duration,
+}
+
+impl TokenCache {
+    pub(crate) fn new(settings: &CacheSettings) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(settings.capacity)
+                .expire_after(EntryExpiry)
+                .build(),
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(settings.negative_capacity)
+                .time_to_live(settings.negative_ttl)
+                .build(),
+            // Only a rendezvous for concurrent loads: each load removes its own
+            // result once its callers have it (see `finish_load`).
+            loads: moka::future::Cache::builder()
+                .max_capacity(settings.negative_capacity)
+                .time_to_live(settings.negative_ttl)
+                .build(),
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            ttl: settings.ttl,
+        }
+    }
+
+    fn stripe(&self, hash: &TokenHash) -> &AtomicU64 {
+        &self.generations[usize::from(hash.as_bytes()[0]) % STRIPES]
+    }
+
+    /// The current generation of `hash`'s stripe.
+    pub(crate) fn generation(&self, hash: &TokenHash) -> u64 {
+        self.stripe(hash).load(Ordering::Acquire)
+    }
+
+    /// Whether `entry` was loaded after the last invalidation of its stripe.
+    pub(crate) fn is_current(&self, hash: &TokenHash, entry: &CachedToken) -> bool {
+        entry.generation == self.generation(hash)
+    }
+
+    /// A cached, trustworthy entry for `hash`.
+    pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<CachedToken>> {
+        self.entries
+            .get(hash)
+            .filter(|entry| self.is_current(hash, entry))
+    }
+
+    /// Whether `hash` is known to be unknown.
+    pub(crate) fn is_unknown(&self, hash: &TokenHash) -> bool {
+        self.unknown.contains_key(hash)
+    }
+
+    pub(crate) fn remember_unknown(&self, hash: TokenHash) {
+        self.unknown.insert(hash, ());
+    }
+
+    /// Builds an entry for a record loaded under `generation`, which the caller
+    /// read *before* it asked the store. `remaining` is how long the token is
+    /// valid for as issued (`None`: no expiry).
+    pub(crate) fn entry(
+        &self,
+        record: TokenRecord,
+        user: User,
+        generation: u64,
+        remaining: Option<Duration>,
+    ) -> Arc<CachedToken> {
+        let expires_header = record
+            .expires_at
+            .and_then(crate::principal::expiry_header_value);
+        let cache_for = remaining.map_or(self.ttl, |r| r.min(self.ttl));
+        Arc::new(CachedToken {
+            record,
+            user: Arc::new(user),
+            expires_header,
+            generation,
+            cache_for,
+        })
+    }
+
+    /// Keeps `entry` unless its stripe was invalidated while it was loading.
+    pub(crate) fn insert(&self, hash: TokenHash, entry: &Arc<CachedToken>) -> bool {
+        if !self.is_current(&hash, entry) || entry.cache_for.is_zero() {
+            return false;
+        }
+        self.entries.insert(hash, Arc::clone(entry));
+        // An invalidation that ran between the check and the insert bumped the
+        // generation, so `get` will refuse this entry; drop it now too.
+        if !self.is_current(&hash, entry) {
+            self.entries.invalidate(&hash);
+            return false;
+        }
+        true
+    }
+
+    /// The coalescing loader.
+    pub(crate) fn loads(&self) -> &moka::future::Cache<TokenHash, Arc<CachedToken>> {
+        &self.loads
+    }
+
+    /// Called by every caller of a load once it has the result.
+    pub(crate) async fn finish_load(&self, hash: &TokenHash) {
+        self.loads.invalidate(hash).await;
+    }
+
+    /// Forgets everything about `hash`, and makes any load of it already under
+    /// way unable to cache its result.
+    pub(crate) fn invalidate(&self, hash: &TokenHash) {
+        self.stripe(hash).fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate(hash);
+        self.unknown.invalidate(hash);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}

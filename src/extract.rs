@@ -1,0 +1,226 @@
+//! Bearer credential extraction from the `Authorization` header.
+//!
+//! Implements `credentials = auth-scheme [ 1*SP token68 ]` (RFC 9110 §11.4) for
+//! the `Bearer` scheme (RFC 6750 §2.1): the scheme matches case-insensitively,
+//! one or more spaces follow, then exactly one token68. This module decides only
+//! the *shape* of the request; it never looks at what the token means, and never
+//! copies it.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::error::InvalidRequest;
+
+/// What the `Authorization` header of a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credentials<'a> {
+    /// No `Authorization` header.
+    Missing,
+    /// A credential of another scheme (`Basic …`, or something that is not
+    /// `Bearer` followed by a space).
+    OtherScheme,
+    /// A syntactically valid bearer token68.
+    Bearer(&'a str),
+}
+
+/// Extracts the bearer credential, refusing malformed requests.
+///
+/// `max_len` caps the token's length before anything else looks at it.
+pub(crate) fn bearer(
+    headers: &HeaderMap,
+    max_len: usize,
+) -> Result<Credentials<'_>, InvalidRequest> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(Credentials::Missing);
+    };
+    if values.next().is_some() {
+        return Err(InvalidRequest::MultipleAuthorizationHeaders);
+    }
+    let value = trim_ows(value.as_bytes());
+    if value.is_empty() {
+        return Err(InvalidRequest::MissingToken);
+    }
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => value.split_at(space),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Ok(Credentials::OtherScheme);
+    }
+    let token = trim_leading_spaces(rest);
+    if token.is_empty() {
+        return Err(InvalidRequest::MissingToken);
+    }
+    if token.len() > max_len {
+        return Err(InvalidRequest::TokenTooLong);
+    }
+    if !is_token68(token) {
+        return Err(InvalidRequest::MalformedToken);
+    }
+    // token68 is ASCII, so this cannot fail; the fallback keeps the path panic-free.
+    std::str::from_utf8(token)
+        .map(Credentials::Bearer)
+        .map_err(|_| InvalidRequest::MalformedToken)
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+fn trim_leading_spaces(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// `token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_token68(bytes: &[u8]) -> bool {
+    let body_len = bytes.len() - bytes.iter().rev().take_while(|&&b| b == b'=').count();
+    body_len > 0
+        && bytes[..body_len].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn extract(values: &[&[u8]]) -> Result<Credentials<'static>, InvalidRequest> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        // Leak to keep the test signatures simple; test-only.
+        let headers: &'static HeaderMap = Box::leak(Box::new(headers));
+        bearer(headers, 64)
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR abc"] {
+            assert_eq!(
+                extract(&[v.as_bytes()]),
+                Ok(Credentials::Bearer("abc")),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_case_is_preserved() {
+        assert_eq!(extract(&[b"Bearer AbC"]), Ok(Credentials::Bearer("AbC")));
+    }
+
+    #[test]
+    fn one_or_more_spaces_separate_scheme_and_token() {
+        assert_eq!(extract(&[b"Bearer  abc"]), Ok(Credentials::Bearer("abc")));
+        assert_eq!(
+            extract(&[b"Bearer     abc"]),
+            Ok(Credentials::Bearer("abc"))
+        );
+    }
+
+    #[test]
+    fn trailing_whitespace_is_not_part_of_the_token() {
+        assert_eq!(extract(&[b"Bearer abc  "]), Ok(Credentials::Bearer("abc")));
+        assert_eq!(extract(&[b"Bearer abc\t"]), Ok(Credentials::Bearer("abc")));
+    }
+
+    #[test]
+    fn token68_padding_is_accepted() {
+        assert_eq!(
+            extract(&[b"Bearer a+b/c=="]),
+            Ok(Credentials::Bearer("a+b/c=="))
+        );
+    }
+
+    #[test]
+    fn glued_or_other_schemes_are_not_bearer() {
+        for v in [
+            "BearertokA",
+            "Bearer:tokA",
+            "Beaver tokA",
+            "Basic dXNlcjpwYXNz",
+            "Bearer\ttokA",
+        ] {
+            assert_eq!(
+                extract(&[v.as_bytes()]),
+                Ok(Credentials::OtherScheme),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_header_is_missing() {
+        assert_eq!(extract(&[]), Ok(Credentials::Missing));
+    }
+
+    #[test]
+    fn empty_token_is_invalid_request() {
+        for v in ["Bearer", "Bearer ", "bearer   ", ""] {
+            assert_eq!(
+                extract(&[v.as_bytes()]),
+                Err(InvalidRequest::MissingToken),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn characters_outside_token68_are_invalid_request() {
+        for v in [
+            &b"Bearer abc def"[..],
+            b"Bearer abc,def",
+            b"Bearer \"abc\"",
+            b"Bearer =abc",
+            b"Bearer ab=c",
+            b"Bearer ===",
+            b"Bearer abc\xff",
+            b"Bearer a\tb",
+        ] {
+            assert_eq!(extract(&[v]), Err(InvalidRequest::MalformedToken), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn several_authorization_headers_are_invalid_request() {
+        assert_eq!(
+            extract(&[b"Bearer abc", b"Bearer abc"]),
+            Err(InvalidRequest::MultipleAuthorizationHeaders)
+        );
+        assert_eq!(
+            extract(&[b"Basic x", b"Bearer abc"]),
+            Err(InvalidRequest::MultipleAuthorizationHeaders)
+        );
+        assert_eq!(
+            extract(&[b"Bearer abc", b"Basic x"]),
+            Err(InvalidRequest::MultipleAuthorizationHeaders)
+        );
+    }
+
+    #[test]
+    fn overlong_tokens_are_refused_before_inspection() {
+        let long = format!("Bearer {}", "a".repeat(65));
+        assert_eq!(
+            extract(&[long.as_bytes()]),
+            Err(InvalidRequest::TokenTooLong)
+        );
+        let exact = format!("Bearer {}", "a".repeat(64));
+        assert!(matches!(
+            extract(&[exact.as_bytes()]),
+            Ok(Credentials::Bearer(_))
+        ));
+    }
+}

@@ -1,0 +1,107 @@
+//! [`ApiTokenAuth`]: the middleware service.
+
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+
+use crate::authenticator::{Accepted, Authenticator, Step};
+use crate::future::ResponseFuture;
+use crate::rejection::OnRejection;
+
+/// Authenticates requests by bearer token before `S` sees them; built by
+/// [`ApiTokenAuthLayer`](crate::ApiTokenAuthLayer).
+///
+/// A cache hit is decided inside `call` without a boxed future; only a miss
+/// clones the inner service (the ready one goes with the request) and awaits the
+/// backend.
+#[derive(Clone)]
+pub struct ApiTokenAuth<S, R> {
+    pub(crate) inner: S,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) on_rejection: R,
+    pub(crate) allow_anonymous: bool,
+}
+
+impl<S, R> ApiTokenAuth<S, R> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the middleware.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ApiTokenAuth<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    R: OnRejection<ResBody> + Clone,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let span = tracing::debug_span!(
+            "authenticate",
+            method = %req.method(),
+            // The path only: a query string may carry secrets.
+            path = req.uri().path(),
+            outcome = tracing::field::Empty,
+            token_id = tracing::field::Empty,
+            hint = tracing::field::Empty,
+        );
+        let step = span.in_scope(|| self.auth.begin(req.headers(), self.allow_anonymous, &span));
+        match step {
+            Step::Accept(Accepted { principal, expiry }) => {
+                span.record("outcome", "accepted");
+                req.extensions_mut().insert(principal);
+                ResponseFuture::inner(self.inner.call(req), expiry, &self.auth)
+            }
+            Step::Anonymous => {
+                span.record("outcome", "anonymous");
+                ResponseFuture::inner(self.inner.call(req), None, &self.auth)
+            }
+            Step::Reject(error) => {
+                ResponseFuture::rejected(&self.auth, &self.on_rejection, error, req.method(), &span)
+            }
+            Step::Load(hash) => {
+                // The ready service travels with the request; a fresh clone stays.
+                let clone = self.inner.clone();
+                let inner = mem::replace(&mut self.inner, clone);
+                ResponseFuture::loading(
+                    Arc::clone(&self.auth),
+                    hash,
+                    inner,
+                    req,
+                    self.on_rejection.clone(),
+                    span,
+                )
+            }
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for ApiTokenAuth<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiTokenAuth")
+            .field("inner", &self.inner)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}

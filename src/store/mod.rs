@@ -1,0 +1,248 @@
+//! The pluggable backend: token records ([`TokenStore`]) and users
+//! ([`Directory`]), with their record types.
+//!
+//! Stores see a token only as its [`TokenHash`]; they never receive plaintext.
+//! Both traits are object-safe (`Arc<dyn TokenStore>`) so a service can choose
+//! its backend at run time.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use self::memory::MemoryStore;
+use crate::error::StoreError;
+use crate::password::Password;
+use crate::policy::{Policy, VersionedPolicy};
+use crate::token::TokenHash;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new random id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A user's id.
+    UserId
+);
+uuid_id!(
+    /// A token's id: public, not secret.
+    TokenId
+);
+
+/// A user as the [`Directory`] knows them now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// The login name.
+    pub username: String,
+    /// The roles the user holds now.
+    pub roles: Vec<String>,
+    /// The identity provider the user signs in through (`local`, `saml-corp`, …).
+    pub identity_provider: String,
+}
+
+impl User {
+    /// Whether the user holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A token's stored record: its hash and metadata, never its plaintext.
+///
+/// Serializes (for listings) without its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// The token's id.
+    pub id: TokenId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// SHA-256 of the whole token.
+    #[serde(skip)]
+    pub hash: TokenHash,
+    /// Non-secret display hint: the prefix and the last 4 characters.
+    pub hint: String,
+    /// When it was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    /// When it expires as issued (`None`: never). The current policy may cut it
+    /// shorter; see [`TokenRecord::effective_expiry`].
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When it was last used (written behind, so it may lag).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl TokenRecord {
+    /// When the token stops working under a policy that now grants `lifetime`
+    /// (`None` if the policy grants nothing: the token is void):
+    /// `min(expires_at, issued_at + lifetime)`.
+    ///
+    /// The outer `Option` is "permitted at all", the inner "has an expiry".
+    pub fn effective_expiry(
+        &self,
+        lifetime: Option<crate::policy::Lifetime>,
+    ) -> Option<Option<OffsetDateTime>> {
+        let by_policy = lifetime?.expiry_from(self.issued_at);
+        Some(match (self.expires_at, by_policy) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+}
+
+/// Token records by hash. Implementations must be safe to share across tasks.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// The record whose hash is `hash`, revoked or not.
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// The record with id `id`.
+    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Stores a new record. [`StoreError::Conflict`] if its id or hash exists.
+    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError>;
+
+    /// Marks the token revoked at `at` (keeping an earlier revocation time) and
+    /// returns the record as it now is; `None` if there is no such token.
+    async fn revoke(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// All records, or those of one user; newest first.
+    async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Records `last_used_at` for a batch of tokens (written behind, so this is
+    /// never called once per request). Unknown ids are ignored; a time earlier
+    /// than the stored one is ignored.
+    async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
+
+    /// The stored policy, or `None` for a fresh store.
+    async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError>;
+
+    /// Stores `policy` as the next version and returns it.
+    async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError>;
+}
+
+/// Users: who they are now, and the password check for re-authentication.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The user with id `id`.
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// The user named `username`.
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
+
+    /// The user named `username` if `password` is theirs; `None` for a wrong
+    /// password and for an unknown user alike, taking about the same time.
+    async fn verify_password(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// Creates a user. [`StoreError::Conflict`] if the name or id is taken.
+    async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).find_by_hash(hash).await
+    }
+    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).get(id).await
+    }
+    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        (**self).insert(record).await
+    }
+    async fn revoke(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).revoke(id, at).await
+    }
+    async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
+        (**self).list(user).await
+    }
+    async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        (**self).touch(used).await
+    }
+    async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
+        (**self).load_policy().await
+    }
+    async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
+        (**self).save_policy(policy).await
+    }
+}
+
+#[async_trait]
+impl<T: Directory + ?Sized> Directory for Arc<T> {
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        (**self).user(id).await
+    }
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        (**self).user_by_name(username).await
+    }
+    async fn verify_password(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<Option<User>, StoreError> {
+        (**self).verify_password(username, password).await
+    }
+    async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
+        (**self).create_user(user, password).await
+    }
+}

@@ -1,0 +1,244 @@
+//! Test support: a store that counts lookups and fails, hangs or pauses on demand,
+//! and a harness that builds a layer around an echo service.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tokio::sync::Notify;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower_api_tokens::clock::ManualClock;
+use tower_api_tokens::password::Password;
+use tower_api_tokens::policy::{Policy, VersionedPolicy};
+use tower_api_tokens::store::{
+    Directory, MemoryStore, TokenId, TokenRecord, TokenStore, User, UserId,
+};
+use tower_api_tokens::token::TokenHash;
+use tower_api_tokens::{ApiTokens, Builder, Principal, StoreError};
+
+pub const START: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+#[derive(Debug, thiserror::Error)]
+#[error("injected failure")]
+struct Injected;
+
+/// A one-shot pause inside `find_by_hash`, after the record has been read.
+#[derive(Default)]
+pub struct Pause {
+    pub reached: Notify,
+    pub release: Notify,
+}
+
+/// Wraps a [`MemoryStore`], counting token lookups.
+#[derive(Clone, Default)]
+pub struct TestStore {
+    pub inner: MemoryStore,
+    pub lookups: Arc<AtomicUsize>,
+    pub failing: Arc<AtomicBool>,
+    pub hanging: Arc<AtomicBool>,
+    pause: Arc<Mutex<Option<Arc<Pause>>>>,
+}
+
+impl TestStore {
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    pub fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_hanging(&self, on: bool) {
+        self.hanging.store(on, Ordering::SeqCst);
+    }
+
+    /// The next lookup reads its record, then waits for `release`.
+    pub fn pause_next_lookup(&self) -> Arc<Pause> {
+        let pause = Arc::new(Pause::default());
+        *self.pause.lock().unwrap() = Some(Arc::clone(&pause));
+        pause
+    }
+}
+
+#[async_trait]
+impl TokenStore for TestStore {
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.hanging.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::backend(Injected));
+        }
+        let record = self.inner.find_by_hash(hash).await;
+        let pause = self.pause.lock().unwrap().take();
+        if let Some(pause) = pause {
+            pause.reached.notify_one();
+            pause.release.notified().await;
+        }
+        record
+    }
+    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn revoke(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.list(user).await
+    }
+    async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.inner.touch(used).await
+    }
+    async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
+        self.inner.load_policy().await
+    }
+    async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
+        self.inner.save_policy(policy).await
+    }
+}
+
+#[async_trait]
+impl Directory for TestStore {
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.inner.user(id).await
+    }
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.inner.user_by_name(username).await
+    }
+    async fn verify_password(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<Option<User>, StoreError> {
+        self.inner.verify_password(username, password).await
+    }
+    async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
+        self.inner.create_user(user, password).await
+    }
+}
+
+pub fn user(name: &str, roles: &[&str], provider: &str) -> User {
+    User {
+        id: UserId::new(),
+        username: name.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        identity_provider: provider.into(),
+    }
+}
+
+pub struct Harness {
+    pub tokens: ApiTokens,
+    pub store: TestStore,
+    pub clock: ManualClock,
+    pub alice: User,
+    pub admin: User,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with(|b| b).await
+    }
+
+    pub async fn with(configure: impl FnOnce(Builder) -> Builder) -> Self {
+        let store = TestStore::default();
+        let clock = ManualClock::new(START);
+        let alice = user("alice", &["dev"], "local");
+        let admin = user("root", &["admin"], "local");
+        for u in [&alice, &admin] {
+            store
+                .create_user(u, &Password::new("pw-of-".to_owned() + &u.username))
+                .await
+                .unwrap();
+        }
+        let builder = ApiTokens::builder()
+            .backend(store.clone())
+            .clock(clock.clone());
+        let tokens = configure(builder).build().await.unwrap();
+        Self {
+            tokens,
+            store,
+            clock,
+            alice,
+            admin,
+        }
+    }
+
+    /// A new token of `user`, as plaintext.
+    pub async fn token(&self, user: &User) -> (String, TokenId) {
+        let issued = self.tokens.issue(user.id).await.unwrap();
+        (issued.token.expose().to_owned(), issued.record.id)
+    }
+}
+
+/// Echoes the principal's username, or `anonymous`.
+pub async fn echo(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let who = req
+        .extensions()
+        .get::<Principal>()
+        .map_or("anonymous".to_owned(), |p| p.username().to_owned());
+    Ok(Response::new(Full::new(Bytes::from(who))))
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn challenge(&self) -> &str {
+        self.headers
+            .get("www-authenticate")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+pub fn request(authorization: &[&str]) -> Request<Full<Bytes>> {
+    let mut req = Request::get("/resource").body(Full::default()).unwrap();
+    for value in authorization {
+        req.headers_mut()
+            .append("authorization", value.parse().unwrap());
+    }
+    req
+}
+
+pub fn bearer(token: &str) -> Request<Full<Bytes>> {
+    request(&[&format!("Bearer {token}")])
+}
+
+/// Sends one request through a fresh stack of the layer around [`echo`].
+pub async fn send(tokens: &ApiTokens, req: Request<Full<Bytes>>) -> Answer {
+    let svc = ServiceBuilder::new().layer(tokens.layer()).service_fn(echo);
+    collect(svc.oneshot(req).await.unwrap()).await
+}
+
+pub async fn collect<B>(res: Response<B>) -> Answer
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.map_err(Into::into).unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+pub const BARE: &str = "Bearer realm=\"api\"";
