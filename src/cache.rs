@@ -185,10 +185,4 @@ impl TokenCache {
         self.entries.invalidate(hash);
         self.unknown.invalidate(hash);
     }
-
-    #[cfg(test)]
-    pub(crate) fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
-    }
 }

@@ -51,19 +51,6 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Replaces a user's roles and identity provider (an administrator's change
-    /// in the user directory). Returns whether the user exists.
-    pub fn update_user(&self, id: UserId, roles: Vec<String>, identity_provider: String) -> bool {
-        match self.data().users.get_mut(&id) {
-            Some((user, _)) => {
-                user.roles = roles;
-                user.identity_provider = identity_provider;
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -198,6 +185,23 @@ impl Directory for MemoryStore {
         }
         data.by_name.insert(user.username.clone(), user.id);
         data.users.insert(user.id, (user.clone(), phc));
+        Ok(())
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut data = self.data();
+        let Some((current, _)) = data.users.get(&user.id) else {
+            return Err(StoreError::NotFound);
+        };
+        let old_name = current.username.clone();
+        if old_name != user.username && data.by_name.contains_key(&user.username) {
+            return Err(StoreError::Conflict("user name exists"));
+        }
+        data.by_name.remove(&old_name);
+        data.by_name.insert(user.username.clone(), user.id);
+        if let Some((current, _)) = data.users.get_mut(&user.id) {
+            *current = user.clone();
+        }
         Ok(())
     }
 }

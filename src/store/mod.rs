@@ -193,6 +193,11 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Creates a user. [`StoreError::Conflict`] if the name or id is taken.
     async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError>;
+
+    /// Replaces a user's name, roles and identity provider (not the password).
+    /// [`StoreError::NotFound`] if there is no such user,
+    /// [`StoreError::Conflict`] if the new name is taken.
+    async fn update_user(&self, user: &User) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -244,5 +249,8 @@ impl<T: Directory + ?Sized> Directory for Arc<T> {
     }
     async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
         (**self).create_user(user, password).await
+    }
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        (**self).update_user(user).await
     }
 }

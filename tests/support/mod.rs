@@ -130,6 +130,9 @@ impl Directory for TestStore {
     async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
         self.inner.create_user(user, password).await
     }
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        self.inner.update_user(user).await
+    }
 }
 
 pub fn user(name: &str, roles: &[&str], provider: &str) -> User {
