@@ -22,6 +22,7 @@ use crate::policy::PolicySnapshot;
 use crate::principal::{Principal, expiry_header_value};
 use crate::store::{Directory, TokenStore};
 use crate::token::{TokenFormat, TokenHash};
+use crate::usage::Usage;
 
 /// How many times a load is retried when an invalidation overtook it.
 const LOAD_ATTEMPTS: usize = 3;
@@ -39,6 +40,7 @@ pub(crate) struct Authenticator {
     pub(crate) realm: Box<str>,
     pub(crate) retry_after: HeaderValue,
     pub(crate) expiry_header: Option<HeaderName>,
+    pub(crate) usage: Usage,
 }
 
 /// A successful authentication.
@@ -110,9 +112,11 @@ impl Authenticator {
         let Some(expires_at) = record.effective_expiry(lifetime) else {
             return Err(InvalidToken::NotPermitted.into());
         };
-        if expires_at.is_some_and(|at| self.clock.now() >= at) {
+        let now = self.clock.now();
+        if expires_at.is_some_and(|at| now >= at) {
             return Err(InvalidToken::Expired.into());
         }
+        self.usage.used(record.id, &entry.last_noted, now);
         let expiry = if expires_at == record.expires_at {
             entry.expires_header.clone()
         } else {

@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::attempts::Attempts;
 use crate::authenticator::Authenticator;
 use crate::cache::{CacheSettings, TokenCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::issue::ServerKey;
 use crate::manager::ApiTokens;
 use crate::policy::PolicySnapshot;
 use crate::store::{Directory, TokenStore};
 use crate::token::TokenFormat;
+use crate::usage::Usage;
 
 /// Default name of the response header that carries the token's expiry.
 pub const DEFAULT_EXPIRY_HEADER: &str = "api-token-expiration";
@@ -32,6 +35,11 @@ pub struct Builder {
     retry_after: Duration,
     max_token_len: usize,
     expiry_header: Option<HeaderName>,
+    server_key: Option<ServerKey>,
+    admin_role: String,
+    usage_interval: Duration,
+    max_failed_attempts: u32,
+    failed_attempts_window: Duration,
 }
 
 impl Default for Builder {
@@ -52,6 +60,11 @@ impl Default for Builder {
             retry_after: Duration::from_secs(1),
             max_token_len: 256,
             expiry_header: Some(HeaderName::from_static(DEFAULT_EXPIRY_HEADER)),
+            server_key: None,
+            admin_role: "admin".to_owned(),
+            usage_interval: Duration::from_secs(60),
+            max_failed_attempts: 10,
+            failed_attempts_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -148,6 +161,37 @@ impl Builder {
         self
     }
 
+    /// The key that makes tokens re-fetchable: a user who generates again gets
+    /// their existing token back, derived anew as `HMAC(key, token_id)`. Without
+    /// one, tokens are shown once and `generate` returns only the existing
+    /// token's metadata.
+    pub fn server_key(mut self, key: ServerKey) -> Self {
+        self.server_key = Some(key);
+        self
+    }
+
+    /// The role that makes a user an administrator (default `admin`): allowed to
+    /// revoke anyone's token.
+    pub fn admin_role(mut self, role: impl Into<String>) -> Self {
+        self.admin_role = role.into();
+        self
+    }
+
+    /// At most one `last_used_at` write per token per this interval (default 60 s).
+    pub fn usage_interval(mut self, interval: Duration) -> Self {
+        self.usage_interval = interval;
+        self
+    }
+
+    /// Failed password attempts per user within the window before every attempt
+    /// is refused with `429` until the window has passed (default 10 in 15
+    /// minutes).
+    pub fn failed_attempts(mut self, max: u32, window: Duration) -> Self {
+        self.max_failed_attempts = max;
+        self.failed_attempts_window = window;
+        self
+    }
+
     /// Checks the configuration, loads the policy from the store (storing the
     /// default, all users for 90 days, in a fresh store), and builds.
     ///
@@ -166,8 +210,16 @@ impl Builder {
         if !realm_ok {
             return Err(ConfigError::Realm);
         }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
+        }
+        if self.max_failed_attempts == 0 {
+            return Err(ConfigError::ZeroAttempts);
+        }
         for (name, d) in [
             ("cache_ttl", self.cache.ttl),
+            ("usage_interval", self.usage_interval),
+            ("failed_attempts_window", self.failed_attempts_window),
             ("negative_ttl", self.cache.negative_ttl),
             ("lookup_timeout", self.lookup_timeout),
             ("retry_after", self.retry_after),
@@ -189,7 +241,6 @@ impl Builder {
         let retry_secs = self.retry_after.as_secs().max(1);
         let auth = Authenticator {
             format,
-            store,
             directory,
             cache: TokenCache::new(&self.cache),
             policy: PolicySnapshot::new(policy),
@@ -199,8 +250,15 @@ impl Builder {
             realm: self.realm.into(),
             retry_after: HeaderValue::from(retry_secs),
             expiry_header: self.expiry_header,
+            usage: Usage::start(Arc::clone(&store), self.usage_interval),
+            store,
         };
-        Ok(ApiTokens::from_authenticator(Arc::new(auth)))
+        Ok(ApiTokens::new(
+            Arc::new(auth),
+            self.server_key,
+            self.admin_role,
+            Attempts::new(self.max_failed_attempts, self.failed_attempts_window),
+        ))
     }
 }
 
@@ -214,6 +272,8 @@ impl fmt::Debug for Builder {
             .field("retry_after", &self.retry_after)
             .field("max_token_len", &self.max_token_len)
             .field("expiry_header", &self.expiry_header)
+            .field("server_key", &self.server_key)
+            .field("admin_role", &self.admin_role)
             .finish_non_exhaustive()
     }
 }

@@ -23,6 +23,7 @@ use http::HeaderValue;
 
 use crate::store::{TokenRecord, User};
 use crate::token::TokenHash;
+use crate::usage::LastNoted;
 
 const STRIPES: usize = 256;
 
@@ -34,6 +35,8 @@ pub(crate) struct CachedToken {
     pub(crate) user: Arc<User>,
     /// The record's own `expires_at`, pre-formatted for the expiry header.
     pub(crate) expires_header: Option<HeaderValue>,
+    /// When this instance last queued a `last_used_at` write for the token.
+    pub(crate) last_noted: LastNoted,
     generation: u64,
     cache_for: Duration,
 }
@@ -145,6 +148,7 @@ impl TokenCache {
             .and_then(crate::principal::expiry_header_value);
         let cache_for = remaining.map_or(self.ttl, |r| r.min(self.ttl));
         Arc::new(CachedToken {
+            last_noted: LastNoted::new(record.last_used_at),
             record,
             user: Arc::new(user),
             expires_header,

@@ -35,6 +35,12 @@ pub enum ConfigError {
         /// The length of a token of the configured format.
         needed: usize,
     },
+    /// `build` was called outside a tokio runtime (the write-behind task needs one).
+    #[error("build the token layer inside a tokio runtime")]
+    NoRuntime,
+    /// `failed_attempts` with a maximum of zero would refuse every password.
+    #[error("`failed_attempts` must allow at least one attempt")]
+    ZeroAttempts,
     /// The store failed while the policy was loaded at start-up.
     #[error("loading the token policy failed: {0}")]
     Store(#[from] StoreError),

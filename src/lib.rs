@@ -71,6 +71,7 @@
 #![deny(unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod attempts;
 mod authenticator;
 mod builder;
 mod cache;
@@ -78,6 +79,7 @@ pub mod clock;
 pub mod error;
 mod extract;
 mod future;
+pub mod issue;
 mod layer;
 mod manager;
 pub mod password;
@@ -87,12 +89,14 @@ mod rejection;
 mod service;
 pub mod store;
 pub mod token;
+mod usage;
 
 pub use builder::{Builder, DEFAULT_EXPIRY_HEADER};
 pub use error::{AuthError, ConfigError, InvalidRequest, InvalidToken, StoreError};
 pub use future::ResponseFuture;
+pub use issue::ServerKey;
 pub use layer::ApiTokenAuthLayer;
-pub use manager::{ApiTokens, IssuedToken, ManageError};
+pub use manager::{ApiTokens, Generated, IssuedToken, ManageError};
 #[cfg(feature = "axum")]
 pub use principal::MissingPrincipal;
 pub use principal::Principal;

@@ -1,19 +1,27 @@
 //! [`ApiTokens`]: the handle built by the [`Builder`]. It makes the
-//! authentication layer and manages tokens and the policy, sharing the layer's
-//! cache and policy snapshot so every change is seen by the next request.
+//! authentication layer and manages users' tokens and the policy, sharing the
+//! layer's cache and policy snapshot so every change is seen by the next request.
 //!
-//! This is the management side: it is never on the request path.
+//! This is the management side: it is never on the request path. It never
+//! returns a plaintext token except to the user it belongs to, at generation.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use http::StatusCode;
+use time::OffsetDateTime;
+
+use crate::attempts::Attempts;
 use crate::authenticator::Authenticator;
 use crate::builder::Builder;
 use crate::error::StoreError;
+use crate::issue::ServerKey;
 use crate::layer::ApiTokenAuthLayer;
-use crate::policy::{Policy, PolicyError, VersionedPolicy};
+use crate::password::Password;
+use crate::policy::{Lifetime, Policy, PolicyError, VersionedPolicy};
 use crate::rejection::DefaultRejection;
-use crate::store::{TokenId, TokenRecord, UserId};
+use crate::store::{TokenId, TokenRecord, User, UserId};
 use crate::token::{ApiToken, RandomnessError, TokenFormat};
 
 /// A token just issued: the plaintext, to hand to its owner once, and its record.
@@ -25,7 +33,22 @@ pub struct IssuedToken {
     pub record: TokenRecord,
 }
 
-/// Why a management operation failed.
+/// The answer to [`ApiTokens::generate`].
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The plaintext: always for a new token; for an existing one only when a
+    /// [`ServerKey`] lets it be derived again (`None` in show-once mode).
+    pub token: Option<ApiToken>,
+    /// The token's record.
+    pub record: TokenRecord,
+    /// When it stops working under the policy in force now (`None`: never).
+    pub expires_at: Option<OffsetDateTime>,
+    /// Whether this is the user's existing token rather than a new one.
+    pub reused: bool,
+}
+
+/// Why a management operation failed. [`ManageError::status`] gives the HTTP
+/// status a service should answer with.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManageError {
@@ -35,9 +58,22 @@ pub enum ManageError {
     /// The policy is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// Wrong user name or password (the two are not told apart).
+    #[error("invalid user name or password")]
+    InvalidCredentials,
+    /// Too many failed password attempts for this user name.
+    #[error("too many failed attempts; try again later")]
+    RateLimited {
+        /// How long until attempts are accepted again.
+        retry_after: Duration,
+    },
     /// The current policy does not let this user hold tokens.
     #[error("the token policy does not permit this user to hold tokens")]
     NotPermitted,
+    /// The caller may not do this (revoking another user's token without being
+    /// an administrator).
+    #[error("not allowed")]
+    Forbidden,
     /// No such user.
     #[error("no such user")]
     UnknownUser,
@@ -49,8 +85,25 @@ pub enum ManageError {
     Randomness(#[from] RandomnessError),
 }
 
-/// Makes the authentication layer and manages tokens and the token policy.
-/// Cheap to clone; clones share everything.
+impl ManageError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Policy(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotPermitted | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::UnknownUser | Self::UnknownToken => StatusCode::NOT_FOUND,
+            Self::Randomness(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Makes the authentication layer and manages tokens, users and the token
+/// policy. Cheap to clone; clones share everything.
 ///
 /// # Example
 ///
@@ -67,7 +120,16 @@ pub enum ManageError {
 /// ```
 #[derive(Clone)]
 pub struct ApiTokens {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     auth: Arc<Authenticator>,
+    server_key: Option<ServerKey>,
+    admin_role: String,
+    attempts: Attempts,
+    // Makes "find the user's token, else mint one" atomic on this instance.
+    issuing: tokio::sync::Mutex<()>,
 }
 
 impl ApiTokens {
@@ -76,14 +138,31 @@ impl ApiTokens {
         Builder::default()
     }
 
-    pub(crate) fn from_authenticator(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    pub(crate) fn new(
+        auth: Arc<Authenticator>,
+        server_key: Option<ServerKey>,
+        admin_role: String,
+        attempts: Attempts,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                auth,
+                server_key,
+                admin_role,
+                attempts,
+                issuing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn auth(&self) -> &Authenticator {
+        &self.shared.auth
     }
 
     /// The layer that authenticates requests.
     pub fn layer(&self) -> ApiTokenAuthLayer<DefaultRejection> {
         ApiTokenAuthLayer {
-            auth: Arc::clone(&self.auth),
+            auth: Arc::clone(&self.shared.auth),
             on_rejection: DefaultRejection,
             allow_anonymous: false,
         }
@@ -91,12 +170,23 @@ impl ApiTokens {
 
     /// The token format in use.
     pub fn format(&self) -> &TokenFormat {
-        &self.auth.format
+        &self.auth().format
+    }
+
+    /// Whether existing tokens can be handed out again (a [`ServerKey`] is
+    /// configured); otherwise tokens are shown once.
+    pub fn refetchable(&self) -> bool {
+        self.shared.server_key.is_some()
+    }
+
+    /// Whether `user` is an administrator.
+    pub fn is_admin(&self, user: &User) -> bool {
+        user.has_role(&self.shared.admin_role)
     }
 
     /// The policy in force now.
     pub fn policy(&self) -> VersionedPolicy {
-        VersionedPolicy::clone(&self.auth.policy.load())
+        VersionedPolicy::clone(&self.auth().policy.load())
     }
 
     /// Validates, stores and puts `policy` in force; the next request is judged
@@ -108,9 +198,92 @@ impl ApiTokens {
     /// store's failure (the policy in force is unchanged).
     pub async fn set_policy(&self, policy: Policy) -> Result<VersionedPolicy, ManageError> {
         policy.validate()?;
-        let saved = self.auth.store.save_policy(&policy).await?;
-        self.auth.policy.replace(saved.clone());
+        let saved = self.auth().store.save_policy(&policy).await?;
+        self.auth().policy.replace(saved.clone());
         Ok(saved)
+    }
+
+    /// Checks a user's password, counting failures per user name.
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::RateLimited`] while the name is locked out (even for the
+    /// right password), [`ManageError::InvalidCredentials`] for a wrong password
+    /// or an unknown user alike, or the store's failure.
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<User, ManageError> {
+        let attempts = &self.shared.attempts;
+        attempts
+            .check(username, self.auth().clock.now())
+            .map_err(|retry_after| ManageError::RateLimited { retry_after })?;
+        match self
+            .auth()
+            .directory
+            .verify_password(username, password)
+            .await?
+        {
+            Some(user) => {
+                attempts.reset(username);
+                Ok(user)
+            }
+            None => {
+                attempts.fail(username, self.auth().clock.now());
+                Err(ManageError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Re-authenticates a user by password and returns their token: the existing
+    /// unexpired, unrevoked one (`reused`), or a new one. With `rotate`, the
+    /// existing token is revoked and a new one issued.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`verify_password`](Self::verify_password);
+    /// [`ManageError::NotPermitted`] when the policy grants the user no tokens;
+    /// the store's failure.
+    pub async fn generate(
+        &self,
+        username: &str,
+        password: &Password,
+        rotate: bool,
+    ) -> Result<Generated, ManageError> {
+        let user = self.verify_password(username, password).await?;
+        let lifetime = self.lifetime_for(&user)?;
+        let _issuing = self.shared.issuing.lock().await;
+        let now = self.auth().clock.now();
+        let existing = self
+            .auth()
+            .store
+            .list(Some(user.id))
+            .await?
+            .into_iter()
+            .find(|r| usable(r, lifetime, now));
+        if let Some(record) = existing {
+            if !rotate {
+                return Ok(Generated {
+                    token: self
+                        .shared
+                        .server_key
+                        .as_ref()
+                        .and_then(|key| key.recover(&self.auth().format, &record)),
+                    expires_at: record.effective_expiry(Some(lifetime)).flatten(),
+                    record,
+                    reused: true,
+                });
+            }
+            self.revoke(record.id).await?;
+        }
+        let issued = self.mint(&user, lifetime).await?;
+        Ok(Generated {
+            token: Some(issued.token),
+            expires_at: issued.record.expires_at,
+            record: issued.record,
+            reused: false,
+        })
     }
 
     /// Issues a new token for `user_id` under the current policy, without
@@ -122,31 +295,43 @@ impl ApiTokens {
     /// policy grants the user no tokens, or the store's failure.
     pub async fn issue(&self, user_id: UserId) -> Result<IssuedToken, ManageError> {
         let user = self
-            .auth
+            .auth()
             .directory
             .user(user_id)
             .await?
             .ok_or(ManageError::UnknownUser)?;
-        let lifetime = self
-            .auth
+        let lifetime = self.lifetime_for(&user)?;
+        self.mint(&user, lifetime).await
+    }
+
+    fn lifetime_for(&self, user: &User) -> Result<Lifetime, ManageError> {
+        self.auth()
             .policy
             .load()
             .policy
-            .lifetime_for(&user)
-            .ok_or(ManageError::NotPermitted)?;
-        let token = self.auth.format.generate()?;
-        let issued_at = self.auth.clock.now();
+            .lifetime_for(user)
+            .ok_or(ManageError::NotPermitted)
+    }
+
+    async fn mint(&self, user: &User, lifetime: Lifetime) -> Result<IssuedToken, ManageError> {
+        let format = &self.auth().format;
+        let id = TokenId::new();
+        let token = match &self.shared.server_key {
+            Some(key) => key.derive(format, id),
+            None => format.generate()?,
+        };
+        let issued_at = self.auth().clock.now();
         let record = TokenRecord {
-            id: TokenId::new(),
-            user_id,
+            id,
+            user_id: user.id,
             hash: token.hash(),
-            hint: token.hint(&self.auth.format),
+            hint: token.hint(format),
             issued_at,
             expires_at: lifetime.expiry_from(issued_at),
             revoked_at: None,
             last_used_at: None,
         };
-        self.auth.store.insert(&record).await?;
+        self.auth().store.insert(&record).await?;
         Ok(IssuedToken { token, record })
     }
 
@@ -156,24 +341,116 @@ impl ApiTokens {
     ///
     /// [`ManageError::UnknownToken`], or the store's failure.
     pub async fn revoke(&self, id: TokenId) -> Result<TokenRecord, ManageError> {
-        let now = self.auth.clock.now();
+        let now = self.auth().clock.now();
         let record = self
-            .auth
+            .auth()
             .store
             .revoke(id, now)
             .await?
             .ok_or(ManageError::UnknownToken)?;
         // After the store write: a load that read the old record is now untrusted.
-        self.auth.cache.invalidate(&record.hash);
+        self.auth().cache.invalidate(&record.hash);
         Ok(record)
     }
+
+    /// Revokes a token on behalf of `actor`: its owner or an administrator.
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::Forbidden`] for anyone else (also when the token does not
+    /// exist, so non-administrators learn nothing about other users' tokens),
+    /// [`ManageError::UnknownToken`] for an administrator, or the store's failure.
+    pub async fn revoke_as(&self, actor: &User, id: TokenId) -> Result<TokenRecord, ManageError> {
+        if !self.is_admin(actor) {
+            let owned = self
+                .auth()
+                .store
+                .get(id)
+                .await?
+                .is_some_and(|r| r.user_id == actor.id);
+            if !owned {
+                return Err(ManageError::Forbidden);
+            }
+        }
+        self.revoke(id).await
+    }
+
+    /// A token's record.
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::UnknownToken`], or the store's failure.
+    pub async fn token(&self, id: TokenId) -> Result<TokenRecord, ManageError> {
+        self.auth()
+            .store
+            .get(id)
+            .await?
+            .ok_or(ManageError::UnknownToken)
+    }
+
+    /// Token records (metadata only), of one user or of all; newest first.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    pub async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, ManageError> {
+        Ok(self.auth().store.list(user).await?)
+    }
+
+    /// Creates a user (the password is stored as an Argon2id hash).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] (as [`ManageError::Store`]) if the name is taken.
+    pub async fn create_user(&self, user: &User, password: &Password) -> Result<(), ManageError> {
+        Ok(self.auth().directory.create_user(user, password).await?)
+    }
+
+    /// A user by name.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, ManageError> {
+        Ok(self.auth().directory.user_by_name(username).await?)
+    }
+
+    /// Changes a user's name, roles or identity provider. On this instance their
+    /// tokens are judged by the new data from the next request on.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] or [`StoreError::Conflict`] as
+    /// [`ManageError::Store`], or the store's failure.
+    pub async fn update_user(&self, user: &User) -> Result<(), ManageError> {
+        self.auth().directory.update_user(user).await?;
+        for record in self.auth().store.list(Some(user.id)).await? {
+            self.auth().cache.invalidate(&record.hash);
+        }
+        Ok(())
+    }
+
+    /// Waits until every `last_used_at` noted so far is written (for a graceful
+    /// shutdown).
+    pub async fn flush(&self) {
+        self.auth().usage.flush().await;
+    }
+}
+
+/// Whether `record` is a token its owner can still use under `lifetime`.
+fn usable(record: &TokenRecord, lifetime: Lifetime, now: OffsetDateTime) -> bool {
+    record.revoked_at.is_none()
+        && record
+            .effective_expiry(Some(lifetime))
+            .is_some_and(|expiry| expiry.is_none_or(|at| now < at))
 }
 
 impl fmt::Debug for ApiTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiTokens")
-            .field("prefix", &self.auth.format.prefix())
-            .field("policy", &self.auth.policy)
+            .field("prefix", &self.auth().format.prefix())
+            .field("policy", &self.auth().policy)
+            .field("refetchable", &self.refetchable())
             .finish_non_exhaustive()
     }
 }

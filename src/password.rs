@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use zeroize::Zeroize;
 
 use crate::error::StoreError;
 
@@ -40,6 +41,12 @@ impl From<String> for Password {
 impl From<&str> for Password {
     fn from(s: &str) -> Self {
         Self(s.to_owned())
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 

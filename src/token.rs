@@ -12,6 +12,7 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use crate::error::ConfigError;
 
@@ -193,6 +194,12 @@ impl ApiToken {
     pub fn hint(&self, format: &TokenFormat) -> String {
         let tail = self.0.len().saturating_sub(4);
         format!("{}…{}", format.prefix(), self.0.get(tail..).unwrap_or(""))
+    }
+}
+
+impl Drop for ApiToken {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
