@@ -41,6 +41,8 @@ pub struct Pause {
 pub struct TestStore {
     pub inner: MemoryStore,
     pub lookups: Arc<AtomicUsize>,
+    /// Token uses written through `touch`.
+    pub touched: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
     pub hanging: Arc<AtomicBool>,
     pause: Arc<Mutex<Option<Arc<Pause>>>>,
@@ -102,6 +104,7 @@ impl TokenStore for TestStore {
         self.inner.list(user).await
     }
     async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.touched.fetch_add(used.len(), Ordering::SeqCst);
         self.inner.touch(used).await
     }
     async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
