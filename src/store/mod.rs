@@ -6,6 +6,8 @@
 //! its backend at run time.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
 use crate::error::StoreError;
 use crate::password::Password;
 use crate::policy::{Policy, VersionedPolicy};

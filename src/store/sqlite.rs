@@ -1,0 +1,631 @@
+//! [`SqliteStore`]: token records, users and the policy in one SQLite file
+//! through `sqlx`, the embedded backend that survives restarts. It owns the
+//! `api_token*` tables and their migrations (`migrations/sqlite/`); it must never
+//! store a token or a password, only the token's SHA-256 and an Argon2id hash.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Directory, TokenId, TokenRecord, TokenStore, User, UserId};
+use crate::error::StoreError;
+use crate::password::{self, Password};
+use crate::policy::{Policy, VersionedPolicy};
+use crate::token::TokenHash;
+
+/// How long a statement waits for another connection's write lock before it
+/// fails with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The table sqlx records applied migrations in. Not sqlx's default, so this
+/// crate's migrations can share a database file with the application's own
+/// sqlx migrations without either side seeing the other's as missing.
+const MIGRATIONS_TABLE: &str = "_api_tokens_migrations";
+
+/// The columns of a [`TokenRecord`], in the order [`token_record`] reads them.
+macro_rules! token_columns {
+    () => {
+        "id, user_id, hash, hint, issued_at, expires_at, revoked_at, last_used_at"
+    };
+}
+
+/// A [`TokenStore`] and [`Directory`] in a SQLite database. Clones share one
+/// connection pool.
+///
+/// The schema (tables `api_tokens`, `api_token_users`, `api_token_policy`) is
+/// created and kept up to date by the migrations embedded in the crate, which
+/// every constructor runs; they are recorded in `_api_tokens_migrations`, apart
+/// from an application's own sqlx migrations in the same file.
+///
+/// # Encoding
+///
+/// | value | column |
+/// |---|---|
+/// | ids | `TEXT`: hyphenated lower-case UUID (sorts like [`Uuid`]'s `Ord`) |
+/// | token hash | `TEXT`: 64 lower-case hex digits ([`TokenHash::to_hex`]) |
+/// | times | `INTEGER`: Unix time in nanoseconds; read back in UTC |
+/// | roles | `TEXT`: a JSON array of strings, in the user's order |
+/// | policy | `TEXT`: the [`Policy`]'s JSON form, plus an `INTEGER` version |
+/// | password | `TEXT`: an Argon2id PHC string ([`crate::password`]) |
+///
+/// Times round-trip to the nanosecond (a record read back is `==` to the one
+/// inserted; its offset becomes UTC, which `OffsetDateTime`'s `==` ignores).
+/// Nanoseconds in an `i64` cover 1677-09-21 to 2262-04-11; a time outside that
+/// range is refused with [`StoreError::Backend`] rather than stored rounded.
+///
+/// [`Uuid`]: uuid::Uuid
+///
+/// # Example
+///
+/// ```
+/// use tower_api_tokens::policy::Policy;
+/// use tower_api_tokens::store::{SqliteStore, TokenStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_api_tokens::StoreError> {
+/// // A file path works the same: `sqlite://api-tokens.db` (created if missing).
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// assert_eq!(store.load_policy().await?, None);
+/// assert_eq!(store.save_policy(&Policy::None).await?.version, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `url` (`sqlite://path/to/file.db`, created if
+    /// missing), in WAL mode with a busy timeout, and brings its schema up to
+    /// date. `sqlite::memory:` gives a private database that lives as long as
+    /// this store's pool.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the URL is not a SQLite URL, the file cannot be
+    /// opened or created, or a migration fails.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT);
+        // Connections are never retired: an in-memory database lives only as
+        // long as one of its connections, and a SQLite connection costs a file
+        // handle, not a server slot.
+        let pool = SqlitePoolOptions::new()
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::backend)?;
+        Self::from_pool(pool).await
+    }
+
+    /// A store over an existing pool, configured by the caller; brings the
+    /// schema up to date first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if a migration fails.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        // Set before the first release, so no database has its migrations
+        // recorded elsewhere: the "dangerous" rename cannot lose history.
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(&pool).await.map_err(StoreError::backend)?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for health checks or closing it.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("file", &self.pool.connect_options().get_filename())
+            .field("connections", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .finish()
+    }
+}
+
+/// A value that cannot be written as this store encodes it, or a stored value
+/// this store did not write.
+#[derive(Debug, thiserror::Error)]
+enum EncodingError {
+    #[error("`{0}` is outside the times the SQLite store keeps (1677-09-21 to 2262-04-11)")]
+    TimeOutOfRange(&'static str),
+    #[error("the stored `{0}` is malformed")]
+    Malformed(&'static str),
+}
+
+/// A unique-key violation is the caller's [`StoreError::Conflict`]; anything
+/// else is the backend's failure.
+fn write_error(err: sqlx::Error, conflict: &'static str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(conflict),
+        _ => StoreError::backend(err),
+    }
+}
+
+fn malformed(column: &'static str) -> StoreError {
+    StoreError::backend(EncodingError::Malformed(column))
+}
+
+fn nanos(at: OffsetDateTime, column: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(at.unix_timestamp_nanos())
+        .map_err(|_| StoreError::backend(EncodingError::TimeOutOfRange(column)))
+}
+
+fn nanos_opt(at: Option<OffsetDateTime>, column: &'static str) -> Result<Option<i64>, StoreError> {
+    at.map(|at| nanos(at, column)).transpose()
+}
+
+fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(StoreError::backend)
+}
+
+fn time_column(row: &SqliteRow, name: &'static str) -> Result<OffsetDateTime, StoreError> {
+    let nanos: i64 = column(row, name)?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).map_err(|_| malformed(name))
+}
+
+fn time_column_opt(
+    row: &SqliteRow,
+    name: &'static str,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    let nanos: Option<i64> = column(row, name)?;
+    nanos
+        .map(|n| OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)))
+        .transpose()
+        .map_err(|_| malformed(name))
+}
+
+fn uuid_column(row: &SqliteRow, name: &'static str) -> Result<Uuid, StoreError> {
+    let text: String = column(row, name)?;
+    Uuid::parse_str(&text).map_err(|_| malformed(name))
+}
+
+fn token_record(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let hash: String = column(row, "hash")?;
+    Ok(TokenRecord {
+        id: TokenId(uuid_column(row, "id")?),
+        user_id: UserId(uuid_column(row, "user_id")?),
+        hash: TokenHash::from_hex(&hash).map_err(|_| malformed("hash"))?,
+        hint: column(row, "hint")?,
+        issued_at: time_column(row, "issued_at")?,
+        expires_at: time_column_opt(row, "expires_at")?,
+        revoked_at: time_column_opt(row, "revoked_at")?,
+        last_used_at: time_column_opt(row, "last_used_at")?,
+    })
+}
+
+fn user(row: &SqliteRow) -> Result<User, StoreError> {
+    let roles: String = column(row, "roles")?;
+    Ok(User {
+        id: UserId(uuid_column(row, "id")?),
+        username: column(row, "username")?,
+        roles: serde_json::from_str(&roles).map_err(|_| malformed("roles"))?,
+        identity_provider: column(row, "identity_provider")?,
+    })
+}
+
+fn roles_json(user: &User) -> Result<String, StoreError> {
+    serde_json::to_string(&user.roles).map_err(StoreError::backend)
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE hash = $1"
+        ))
+        .bind(hash.to_hex().as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?
+        .as_ref()
+        .map(token_record)
+        .transpose()
+    }
+
+    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?
+        .as_ref()
+        .map(token_record)
+        .transpose()
+    }
+
+    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO api_tokens (",
+            token_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(record.id.to_string())
+        .bind(record.user_id.to_string())
+        .bind(record.hash.to_hex().as_str())
+        .bind(record.hint.as_str())
+        .bind(nanos(record.issued_at, "issued_at")?)
+        .bind(nanos_opt(record.expires_at, "expires_at")?)
+        .bind(nanos_opt(record.revoked_at, "revoked_at")?)
+        .bind(nanos_opt(record.last_used_at, "last_used_at")?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| write_error(e, "token id or hash exists"))?;
+        Ok(())
+    }
+
+    async fn revoke(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        // One statement: a concurrent revoke cannot slip between a read and
+        // the write, and the first revocation time is the one kept.
+        sqlx::query(concat!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ",
+            token_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(nanos(at, "revoked_at")?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?
+        .as_ref()
+        .map(token_record)
+        .transpose()
+    }
+
+    async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
+        let query = match user {
+            None => sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens ORDER BY issued_at DESC, id DESC"
+            )),
+            Some(user) => sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens WHERE user_id = $1 ORDER BY issued_at DESC, id DESC"
+            ))
+            .bind(user.to_string()),
+        };
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::backend)?
+            .iter()
+            .map(token_record)
+            .collect()
+    }
+
+    async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        // One transaction: one fsync for the batch, and its first statement is
+        // a write, so it never has to upgrade a read lock under contention.
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        for (id, at) in used {
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $2 \
+                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id.to_string())
+            .bind(nanos(*at, "last_used_at")?)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        }
+        tx.commit().await.map_err(StoreError::backend)
+    }
+
+    async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
+        let Some(row) = sqlx::query("SELECT policy, version FROM api_token_policy WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?
+        else {
+            return Ok(None);
+        };
+        let policy: String = column(&row, "policy")?;
+        let version: i64 = column(&row, "version")?;
+        Ok(Some(VersionedPolicy {
+            policy: policy.parse().map_err(|_| malformed("policy"))?,
+            version: u64::try_from(version).map_err(|_| malformed("version"))?,
+        }))
+    }
+
+    async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
+        let json = serde_json::to_string(policy).map_err(StoreError::backend)?;
+        // One statement, so two admins saving at once get two versions.
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO api_token_policy (id, policy, version) VALUES (1, $1, 1) \
+             ON CONFLICT (id) DO UPDATE \
+             SET policy = excluded.policy, version = api_token_policy.version + 1 \
+             RETURNING version",
+        )
+        .bind(json)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(VersionedPolicy {
+            policy: policy.clone(),
+            version: u64::try_from(version).map_err(|_| malformed("version"))?,
+        })
+    }
+}
+
+#[async_trait]
+impl Directory for SqliteStore {
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        sqlx::query(
+            "SELECT id, username, roles, identity_provider FROM api_token_users WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?
+        .as_ref()
+        .map(user)
+        .transpose()
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        sqlx::query(
+            "SELECT id, username, roles, identity_provider FROM api_token_users \
+             WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?
+        .as_ref()
+        .map(user)
+        .transpose()
+    }
+
+    async fn verify_password(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, username, roles, identity_provider, password_hash \
+             FROM api_token_users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        let (user, phc) = match row {
+            Some(row) => (Some(user(&row)?), Some(column(&row, "password_hash")?)),
+            None => (None, None),
+        };
+        // An unknown user is checked against a dummy hash: same cost, no oracle.
+        Ok(if password::verify(phc, password).await {
+            user
+        } else {
+            None
+        })
+    }
+
+    async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
+        let phc = password::hash(password).await?;
+        sqlx::query(
+            "INSERT INTO api_token_users (id, username, roles, identity_provider, password_hash) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.username.as_str())
+        .bind(roles_json(user)?)
+        .bind(user.identity_provider.as_str())
+        .bind(phc)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| write_error(e, "user id or name exists"))?;
+        Ok(())
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_token_users SET username = $2, roles = $3, identity_provider = $4 \
+             WHERE id = $1",
+        )
+        .bind(user.id.to_string())
+        .bind(user.username.as_str())
+        .bind(roles_json(user)?)
+        .bind(user.identity_provider.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| write_error(e, "user name exists"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the conformance suite cannot see: the on-disk encoding, which later
+    //! versions must keep reading, and SQLite-only behaviour.
+
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use time::macros::datetime;
+
+    use super::*;
+
+    async fn memory() -> SqliteStore {
+        SqliteStore::connect("sqlite::memory:").await.unwrap()
+    }
+
+    async fn text(store: &SqliteStore, sql: &'static str) -> String {
+        sqlx::query_scalar(sql)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn columns_hold_the_documented_encoding() {
+        let store = memory().await;
+        let record = TokenRecord {
+            id: TokenId(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
+            user_id: UserId(Uuid::from_u128(0xfedc_ba98_7654_3210_fedc_ba98_7654_3210)),
+            hash: TokenHash::of("abc"),
+            hint: "nch_…abcd".into(),
+            issued_at: datetime!(2026-03-04 05:06:07.123_456_789 UTC),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        store.insert(&record).await.unwrap();
+        let row = sqlx::query("SELECT id, user_id, hash, issued_at, expires_at FROM api_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let id: String = row.get("id");
+        let user_id: String = row.get("user_id");
+        let hash: String = row.get("hash");
+        let issued_at: i64 = row.get("issued_at");
+        let expires_at: Option<i64> = row.get("expires_at");
+        assert_eq!(id, "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(user_id, "fedcba98-7654-3210-fedc-ba9876543210");
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            hash,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(issued_at, 1_772_600_767_123_456_789);
+        assert_eq!(expires_at, None);
+
+        let user = User {
+            id: UserId(Uuid::from_u128(1)),
+            username: "alice".into(),
+            roles: vec!["ops".into(), "dev".into()],
+            identity_provider: "local".into(),
+        };
+        store
+            .create_user(&user, &Password::new("hunter2-hunter2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&store, "SELECT roles FROM api_token_users").await,
+            r#"["ops","dev"]"#
+        );
+        let phc = text(&store, "SELECT password_hash FROM api_token_users").await;
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(!phc.contains("hunter2"));
+
+        store.save_policy(&Policy::None).await.unwrap();
+        assert_eq!(
+            text(&store, "SELECT policy FROM api_token_policy").await,
+            r#"{"mode":"none"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn times_beyond_2262_are_refused_not_rounded() {
+        let store = memory().await;
+        let record = TokenRecord {
+            id: TokenId::new(),
+            user_id: UserId::new(),
+            hash: TokenHash::of("t"),
+            hint: String::new(),
+            issued_at: datetime!(2026-01-01 00:00 UTC),
+            expires_at: Some(datetime!(2262-04-12 00:00 UTC)),
+            revoked_at: None,
+            last_used_at: None,
+        };
+        assert!(matches!(
+            store.insert(&record).await,
+            Err(StoreError::Backend(_))
+        ));
+        assert_eq!(store.get(record.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn connect_creates_a_missing_file_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert!(path.is_file());
+        assert_eq!(text(&store, "PRAGMA journal_mode").await, "wal");
+        let debug = format!("{store:?}");
+        assert!(debug.starts_with("SqliteStore { file: "), "{debug}");
+        assert!(debug.contains("new.db"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn shares_a_database_with_the_applications_own_migrations() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let app = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "app".into(),
+            MigrationType::Simple,
+            sqlx::AssertSqlSafe("CREATE TABLE app_things (id INTEGER)").into_sql_str(),
+            false,
+        )]);
+        app.run(&pool).await.unwrap();
+
+        let store = SqliteStore::from_pool(pool.clone()).await.unwrap();
+        // Both sides still see only their own history.
+        app.run(&pool).await.unwrap();
+        SqliteStore::from_pool(pool).await.unwrap();
+        assert_eq!(store.load_policy().await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_store_serves_concurrent_writers() {
+        // `sqlite::memory:` is one shared-cache database across the pool, whose
+        // table locks `busy_timeout` does not wait for: without unlock-notify,
+        // this fails with "database table is locked".
+        let store = memory().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                store.save_policy(&Policy::None).await?;
+                store
+                    .touch(&[(TokenId::new(), datetime!(2026-01-01 0:00 UTC))])
+                    .await?;
+                store.list(None).await.map(drop)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        assert_eq!(
+            store.load_policy().await.unwrap().map(|p| p.version),
+            Some(40)
+        );
+    }
+}
