@@ -24,7 +24,7 @@
 //! # Example
 //!
 //! ```
-//! use axum::{Router, body::Body, routing::get};
+//! use axum::{Extension, Router, body::Body, routing::get};
 //! use http::{Request, StatusCode};
 //! use tower::ServiceExt;
 //! use tower_api_tokens::{ApiTokens, Principal, store::{Directory, MemoryStore, User, UserId}};
@@ -44,7 +44,8 @@
 //! let issued = tokens.issue(alice.id).await?;
 //!
 //! let app = Router::new()
-//!     .route("/whoami", get(|p: Principal| async move { p.username().to_owned() }))
+//!     // With the `axum` feature, `p: Principal` works as an extractor directly.
+//!     .route("/whoami", get(|p: Extension<Principal>| async move { p.username().to_owned() }))
 //!     .layer(tokens.layer());
 //!
 //! // Accepted: the handler sees the principal.

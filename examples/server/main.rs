@@ -1,0 +1,211 @@
+//! The example service: personal API tokens over HTTP, on SQLite (or PostgreSQL).
+//!
+//! ```text
+//! cargo run --all-features --example server -- [--listen 127.0.0.1:8080]
+//!     [--database-url sqlite://api-tokens.db] [--admin-password …]
+//! ```
+//!
+//! Environment: `API_TOKENS_ADMIN_PASSWORD` (the first start's admin password),
+//! `API_TOKENS_SERVER_KEY` (≥ 32 bytes; shared by every instance), `RUST_LOG`.
+
+mod app;
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::net::TcpListener;
+use tower_api_tokens::password::Password;
+use tower_api_tokens::store::{Directory, SqliteStore, TokenStore, User, UserId};
+use tower_api_tokens::{ApiTokens, ServerKey};
+
+const USAGE: &str =
+    "usage: server [--listen ADDR] [--database-url URL] [--admin-password PASSWORD]";
+const KEY_FILE: &str = "api-tokens.key";
+
+struct Args {
+    listen: SocketAddr,
+    database_url: String,
+    admin_password: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        database_url: "sqlite://api-tokens.db".to_owned(),
+        admin_password: std::env::var("API_TOKENS_ADMIN_PASSWORD").ok(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or(format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--listen" => {
+                args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?;
+            }
+            "--database-url" => args.database_url = value()?,
+            "--admin-password" => args.admin_password = Some(value()?),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+
+    let url = args.database_url.clone();
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(&url).await?;
+        run(store, &args, &sqlite_dir(&url)).await
+    } else {
+        Err(format!("unsupported --database-url {url:?}: use sqlite://PATH").into())
+    }
+}
+
+/// Builds everything through the builder and serves until SIGTERM or Ctrl-C.
+async fn run<B>(backend: B, args: &Args, key_dir: &Path) -> Result<(), Box<dyn Error>>
+where
+    B: TokenStore + Directory + Clone,
+{
+    let tokens = ApiTokens::builder()
+        .backend(backend)
+        .server_key(server_key(key_dir)?)
+        .realm(app::REALM)
+        .build()
+        .await?;
+    ensure_admin(&tokens, args.admin_password.as_deref()).await?;
+
+    let listener = TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app::router(tokens.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // In-flight requests have finished; write the last `last_used_at` notes.
+    tokens.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The folder of a `sqlite:` URL's file (the key file lives beside it).
+fn sqlite_dir(url: &str) -> PathBuf {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && path != ":memory:" => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `API_TOKENS_SERVER_KEY`, or the key file in `dir`, created on first start.
+fn server_key(dir: &Path) -> Result<ServerKey, Box<dyn Error>> {
+    if let Ok(key) = std::env::var("API_TOKENS_SERVER_KEY") {
+        return ServerKey::new(key).map_err(|e| format!("API_TOKENS_SERVER_KEY: {e}").into());
+    }
+    let path = dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(key) => Ok(ServerKey::new(key.trim())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+            let key = hex::encode(bytes);
+            write_private(&path, key.as_bytes())?;
+            tracing::info!(path = %path.display(), "created a new server key");
+            Ok(ServerKey::new(key)?)
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display()).into()),
+    }
+}
+
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents)
+}
+
+/// Creates the `admin` user on first start.
+async fn ensure_admin(tokens: &ApiTokens, password: Option<&str>) -> Result<(), Box<dyn Error>> {
+    if tokens.user_by_name("admin").await?.is_some() {
+        return Ok(());
+    }
+    let (password, generated) = match password {
+        Some(p) => (p.to_owned(), false),
+        None => (random_password()?, true),
+    };
+    let admin = User {
+        id: UserId::new(),
+        username: "admin".into(),
+        roles: vec!["admin".into()],
+        identity_provider: "local".into(),
+    };
+    tokens
+        .create_user(&admin, &Password::new(password.clone()))
+        .await?;
+    if generated {
+        // Printed once, to the terminal, never to the log.
+        println!("created user admin with password: {password}");
+    } else {
+        println!("created user admin with the given password");
+    }
+    Ok(())
+}
+
+fn random_password() -> Result<String, Box<dyn Error>> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    // 256 is not a multiple of 56; the bias (< 1 bit over 20 characters) is harmless here.
+    Ok(bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
