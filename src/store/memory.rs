@@ -114,10 +114,10 @@ impl TokenStore for MemoryStore {
     async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         let mut data = self.data();
         for (id, at) in used {
-            if let Some(record) = data.tokens.get_mut(id) {
-                if record.last_used_at.is_none_or(|prev| prev < *at) {
-                    record.last_used_at = Some(*at);
-                }
+            if let Some(record) = data.tokens.get_mut(id)
+                && record.last_used_at.is_none_or(|prev| prev < *at)
+            {
+                record.last_used_at = Some(*at);
             }
         }
         Ok(())
