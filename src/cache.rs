@@ -182,6 +182,16 @@ impl TokenCache {
         self.loads.invalidate(hash).await;
     }
 
+    /// Forgets every resolved and unknown token, and makes every load under way
+    /// unable to cache its result (after a lost notification channel, say).
+    pub(crate) fn invalidate_all(&self) {
+        for generation in self.generations.iter() {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.entries.invalidate_all();
+        self.unknown.invalidate_all();
+    }
+
     /// Forgets everything about `hash`, and makes any load of it already under
     /// way unable to cache its result.
     pub(crate) fn invalidate(&self, hash: &TokenHash) {

@@ -76,6 +76,7 @@ mod attempts;
 mod authenticator;
 mod builder;
 mod cache;
+pub mod changes;
 pub mod clock;
 pub mod error;
 mod extract;

@@ -155,8 +155,13 @@ impl ApiTokens {
         }
     }
 
-    fn auth(&self) -> &Authenticator {
+    pub(crate) fn auth(&self) -> &Authenticator {
         &self.shared.auth
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared_auth(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.shared.auth)
     }
 
     /// The layer that authenticates requests.
