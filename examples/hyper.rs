@@ -24,7 +24,9 @@ async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
         .get::<Principal>()
         .map_or("nobody", |p| p.username())
         .to_owned();
-    Ok(Response::new(Full::new(Bytes::from(format!("hello, {who}\n")))))
+    Ok(Response::new(Full::new(Bytes::from(format!(
+        "hello, {who}\n"
+    )))))
 }
 
 #[tokio::main]
@@ -36,9 +38,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         roles: vec!["dev".into()],
         identity_provider: "local".into(),
     };
-    store.create_user(&alice, &"alice's password".into()).await?;
+    store
+        .create_user(&alice, &"alice's password".into())
+        .await?;
     let tokens = ApiTokens::builder().backend(store).build().await?;
-    println!("token for alice: {}", tokens.issue(alice.id).await?.token.expose());
+    println!(
+        "token for alice: {}",
+        tokens.issue(alice.id).await?.token.expose()
+    );
 
     let service = ServiceBuilder::new()
         .layer(tokens.layer())

@@ -69,7 +69,12 @@ pub(crate) enum LoadError {
 
 impl Authenticator {
     /// Everything up to the cache probe, and verification on a hit.
-    pub(crate) fn begin(&self, headers: &HeaderMap, allow_anonymous: bool, span: &Span) -> Step {
+    pub(crate) fn begin(
+        &self,
+        headers: &mut HeaderMap,
+        allow_anonymous: bool,
+        span: &Span,
+    ) -> Step {
         let token = match extract::bearer(headers, self.max_token_len) {
             Ok(Credentials::Bearer(token)) => token,
             Ok(Credentials::Missing | Credentials::OtherScheme) if allow_anonymous => {
@@ -108,22 +113,32 @@ impl Authenticator {
         if record.revoked_at.is_some() {
             return Err(InvalidToken::Revoked.into());
         }
-        let lifetime = self.policy.load().policy.lifetime_for(&entry.user);
-        let Some(expires_at) = record.effective_expiry(lifetime) else {
+        let Some(lifetime) = self.policy.load().policy.lifetime_for(&entry.user) else {
             return Err(InvalidToken::NotPermitted.into());
         };
-        let now = self.clock.now();
-        if expires_at.is_some_and(|at| now >= at) {
+        // min(expires_at, issued_at + current lifetime): tightening cuts, loosening
+        // never extends.
+        let by_policy = lifetime
+            .as_nanos()
+            .map(|l| entry.issued_ns.saturating_add(l));
+        let expires_ns = match (entry.expires_ns, by_policy) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let now = self.clock.now_unix_nanos();
+        if expires_ns.is_some_and(|at| now >= at) {
             return Err(InvalidToken::Expired.into());
         }
         self.usage.used(record.id, &entry.last_noted, now);
-        let expiry = if expires_at == record.expires_at {
+        let expiry = if expires_ns == entry.expires_ns {
             entry.expires_header.clone()
         } else {
-            expires_at.and_then(expiry_header_value)
+            expires_ns
+                .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(n).ok())
+                .and_then(expiry_header_value)
         };
         Ok(Accepted {
-            principal: Principal::new(Arc::clone(&entry.user), record.id, expires_at),
+            principal: Principal::new(Arc::clone(&entry.user), record.id, expires_ns),
             expiry,
         })
     }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use time::OffsetDateTime;
 
 use crate::store::{TokenRecord, User};
 use crate::token::TokenHash;
@@ -32,6 +33,10 @@ const STRIPES: usize = 256;
 #[derive(Debug)]
 pub(crate) struct CachedToken {
     pub(crate) record: TokenRecord,
+    /// `record.issued_at` and `record.expires_at` in Unix nanoseconds, so the
+    /// request path compares integers instead of doing calendar arithmetic.
+    pub(crate) issued_ns: i128,
+    pub(crate) expires_ns: Option<i128>,
     pub(crate) user: Arc<User>,
     /// The record's own `expires_at`, pre-formatted for the expiry header.
     pub(crate) expires_header: Option<HeaderValue>,
@@ -149,6 +154,8 @@ impl TokenCache {
         let cache_for = remaining.map_or(self.ttl, |r| r.min(self.ttl));
         Arc::new(CachedToken {
             last_noted: LastNoted::new(record.last_used_at),
+            issued_ns: record.issued_at.unix_timestamp_nanos(),
+            expires_ns: record.expires_at.map(OffsetDateTime::unix_timestamp_nanos),
             record,
             user: Arc::new(user),
             expires_header,

@@ -14,6 +14,12 @@ use time::OffsetDateTime;
 pub trait Clock: Send + Sync + 'static {
     /// The current time in UTC.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current time as nanoseconds since the Unix epoch: what the request
+    /// path compares expiries with. Override it when it is cheaper than `now`.
+    fn now_unix_nanos(&self) -> i128 {
+        self.now().unix_timestamp_nanos()
+    }
 }
 
 /// The system clock (`OffsetDateTime::now_utc`).
@@ -23,6 +29,14 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    fn now_unix_nanos(&self) -> i128 {
+        // No calendar arithmetic: the request path only compares instants.
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i128::try_from(since.as_nanos()).unwrap_or(i128::MAX),
+            Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+        }
     }
 }
 
@@ -73,6 +87,10 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
+    fn now_unix_nanos(&self) -> i128 {
+        i128::from(self.nanos.load(Ordering::SeqCst))
+    }
+
     fn now(&self) -> OffsetDateTime {
         let nanos = self.nanos.load(Ordering::SeqCst);
         // Every i64 nanosecond count is a valid OffsetDateTime.

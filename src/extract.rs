@@ -7,7 +7,7 @@
 //! copies it.
 
 use http::HeaderMap;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, Entry};
 
 use crate::error::InvalidRequest;
 
@@ -23,21 +23,32 @@ pub(crate) enum Credentials<'a> {
     Bearer(&'a str),
 }
 
-/// Extracts the bearer credential, refusing malformed requests.
+/// Extracts the bearer credential, refusing malformed requests, and marks every
+/// `Authorization` value sensitive on the way (one lookup for both), so whatever
+/// prints these headers later treats them as secrets.
 ///
 /// `max_len` caps the token's length before anything else looks at it.
 pub(crate) fn bearer(
-    headers: &HeaderMap,
+    headers: &mut HeaderMap,
     max_len: usize,
 ) -> Result<Credentials<'_>, InvalidRequest> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
+    // `entry` may grow an empty map; the check keeps a header-less request from
+    // allocating.
+    if headers.is_empty() {
+        return Ok(Credentials::Missing);
+    }
+    let Entry::Occupied(mut values) = headers.entry(AUTHORIZATION) else {
         return Ok(Credentials::Missing);
     };
-    if values.next().is_some() {
+    let mut count = 0;
+    for value in values.iter_mut() {
+        value.set_sensitive(true);
+        count += 1;
+    }
+    if count > 1 {
         return Err(InvalidRequest::MultipleAuthorizationHeaders);
     }
-    let value = trim_ows(value.as_bytes());
+    let value = trim_ows(values.into_mut().as_bytes());
     if value.is_empty() {
         return Err(InvalidRequest::MissingToken);
     }
@@ -102,7 +113,7 @@ mod tests {
             headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
         }
         // Leak to keep the test signatures simple; test-only.
-        let headers: &'static HeaderMap = Box::leak(Box::new(headers));
+        let headers: &'static mut HeaderMap = Box::leak(Box::new(headers));
         bearer(headers, 64)
     }
 
@@ -165,6 +176,23 @@ mod tests {
     #[test]
     fn missing_header_is_missing() {
         assert_eq!(extract(&[]), Ok(Credentials::Missing));
+        let mut other = HeaderMap::new();
+        other.insert("x-other", HeaderValue::from_static("1"));
+        assert_eq!(bearer(&mut other, 64), Ok(Credentials::Missing));
+    }
+
+    #[test]
+    fn every_authorization_value_is_marked_sensitive() {
+        let mut headers = HeaderMap::new();
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Basic b"));
+        let _ = bearer(&mut headers, 64);
+        assert!(
+            headers
+                .get_all(AUTHORIZATION)
+                .iter()
+                .all(HeaderValue::is_sensitive)
+        );
     }
 
     #[test]

@@ -41,19 +41,24 @@ pin_project! {
             fut: S::Future,
             expiry: Option<(HeaderName, HeaderValue)>,
         },
-        // A cache miss: waiting for the backend.
+        // A cache miss: waiting for the backend. Boxed so that a hit's future
+        // stays small (the miss pays one allocation more, the hit none).
         Loading {
-            load: Load,
-            inner: Option<S>,
-            req: Option<Request<ReqBody>>,
-            auth: Arc<Authenticator>,
-            on_rejection: R,
-            span: Span,
+            loading: Box<Loading<S, ReqBody, R>>,
         },
         Rejected {
             response: Option<S::Response>,
         },
     }
+}
+
+struct Loading<S, ReqBody, R> {
+    load: Load,
+    inner: Option<S>,
+    req: Option<Request<ReqBody>>,
+    auth: Arc<Authenticator>,
+    on_rejection: R,
+    span: Span,
 }
 
 impl<S, ReqBody, ResBody, R> ResponseFuture<S, ReqBody, R>
@@ -93,12 +98,14 @@ where
         let load: Load = Box::pin(Arc::clone(&auth).load(hash).instrument(span.clone()));
         Self {
             state: State::Loading {
-                load,
-                inner: Some(inner),
-                req: Some(req),
-                auth,
-                on_rejection,
-                span,
+                loading: Box::new(Loading {
+                    load,
+                    inner: Some(inner),
+                    req: Some(req),
+                    auth,
+                    on_rejection,
+                    span,
+                }),
             },
         }
     }
@@ -145,14 +152,15 @@ where
                         None => Poll::Pending,
                     };
                 }
-                StateProj::Loading {
-                    load,
-                    inner,
-                    req,
-                    auth,
-                    on_rejection,
-                    span,
-                } => {
+                StateProj::Loading { loading } => {
+                    let Loading {
+                        load,
+                        inner,
+                        req,
+                        auth,
+                        on_rejection,
+                        span,
+                    } = &mut **loading;
                     let result = ready!(load.as_mut().poll(cx));
                     let verdict =
                         result.and_then(|entry| span.in_scope(|| auth.verify(&entry, span)));

@@ -74,6 +74,8 @@
 
 mod attempts;
 mod authenticator;
+#[doc(hidden)]
+pub mod bench_support;
 mod builder;
 mod cache;
 pub mod changes;

@@ -45,6 +45,14 @@ impl Lifetime {
         }
     }
 
+    /// The lifetime in nanoseconds (`None`: never expires).
+    pub(crate) fn as_nanos(self) -> Option<i128> {
+        match self {
+            Self::Never => None,
+            Self::Duration(d) => Some(i128::try_from(d.as_nanos()).unwrap_or(i128::MAX)),
+        }
+    }
+
     /// When a token issued at `issued_at` expires under this lifetime (`None`:
     /// never, or beyond the calendar, which is the same for any caller).
     pub fn expiry_from(self, issued_at: OffsetDateTime) -> Option<OffsetDateTime> {

@@ -19,19 +19,16 @@ use crate::store::{TokenId, User, UserId};
 pub struct Principal {
     user: Arc<User>,
     token_id: TokenId,
-    expires_at: Option<OffsetDateTime>,
+    // Unix nanoseconds: converted to a date only when asked for.
+    expires_ns: Option<i128>,
 }
 
 impl Principal {
-    pub(crate) fn new(
-        user: Arc<User>,
-        token_id: TokenId,
-        expires_at: Option<OffsetDateTime>,
-    ) -> Self {
+    pub(crate) fn new(user: Arc<User>, token_id: TokenId, expires_ns: Option<i128>) -> Self {
         Self {
             user,
             token_id,
-            expires_at,
+            expires_ns,
         }
     }
 
@@ -68,7 +65,8 @@ impl Principal {
     /// When that token stops working under the policy in force at this request
     /// (`None`: never).
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
-        self.expires_at
+        self.expires_ns
+            .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(n).ok())
     }
 
     /// The whole user record.
@@ -85,7 +83,7 @@ impl Serialize for Principal {
         st.serialize_field("roles", &self.user.roles)?;
         st.serialize_field("identity_provider", &self.user.identity_provider)?;
         st.serialize_field("token_id", &self.token_id)?;
-        let expires = self.expires_at.and_then(|t| t.format(&Rfc3339).ok());
+        let expires = self.expires_at().and_then(|t| t.format(&Rfc3339).ok());
         st.serialize_field("expires_at", &expires)?;
         st.end()
     }

@@ -5,7 +5,6 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{AUTHORIZATION, Entry};
 use http::{Request, Response};
 use tower::Service;
 
@@ -67,12 +66,10 @@ where
             token_id = tracing::field::Empty,
             hint = tracing::field::Empty,
         );
-        // Anything that prints these headers later (a `Debug` of the request, an
-        // HTTP/2 encoder's table) must treat the credential as secret.
-        if let Entry::Occupied(mut values) = req.headers_mut().entry(AUTHORIZATION) {
-            values.iter_mut().for_each(|v| v.set_sensitive(true));
-        }
-        let step = span.in_scope(|| self.auth.begin(req.headers(), self.allow_anonymous, &span));
+        let step = span.in_scope(|| {
+            self.auth
+                .begin(req.headers_mut(), self.allow_anonymous, &span)
+        });
         match step {
             Step::Accept(Accepted { principal, expiry }) => {
                 span.record("outcome", "accepted");

@@ -134,15 +134,28 @@ impl TokenFormat {
         }
         let (signed, check) = bytes.split_at(self.prefix.len() + BODY_LEN);
         let body = &signed[self.prefix.len()..];
-        if !body.iter().chain(check).all(u8::is_ascii_alphanumeric) {
+        if !body.iter().all(u8::is_ascii_alphanumeric) {
             return Err(FormatError::Alphabet);
         }
-        let mut expected = [0u8; CHECKSUM_LEN];
-        encode_base62(&crc32fast::hash(signed).to_be_bytes(), &mut expected);
-        if expected != check {
+        // Decoding the 6 digits is cheaper than encoding the CRC to compare text;
+        // 62^6 > 2^32, so equal values mean the canonical encoding.
+        let mut sum: u64 = 0;
+        for &digit in check {
+            sum = sum * 62 + u64::from(decode_base62(digit).ok_or(FormatError::Alphabet)?);
+        }
+        if sum != u64::from(crc32fast::hash(signed)) {
             return Err(FormatError::Checksum);
         }
         Ok(())
+    }
+}
+
+fn decode_base62(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'A'..=b'Z' => Some(digit - b'A' + 10),
+        b'a'..=b'z' => Some(digit - b'a' + 36),
+        _ => None,
     }
 }
 

@@ -52,9 +52,10 @@ impl Usage {
         }
     }
 
-    /// Notes a use of `id` at `now`, unless one was noted within the interval.
-    pub(crate) fn used(&self, id: TokenId, last: &LastNoted, now: OffsetDateTime) {
-        let now_secs = now.unix_timestamp();
+    /// Notes a use of `id` at `now` (Unix nanoseconds), unless one was noted
+    /// within the interval.
+    pub(crate) fn used(&self, id: TokenId, last: &LastNoted, now: i128) {
+        let now_secs = i64::try_from(now.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
         let prev = last.0.load(Ordering::Relaxed);
         if now_secs.saturating_sub(prev) < self.interval_secs {
             return;
@@ -65,7 +66,9 @@ impl Usage {
             .compare_exchange(prev, now_secs, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            let _ = self.notes.send(Note::Used(id, now));
+            if let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(now) {
+                let _ = self.notes.send(Note::Used(id, at));
+            }
         }
     }
 
