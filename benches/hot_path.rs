@@ -75,6 +75,20 @@ fn hot_path(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.bench_function("layer_hit", |b| {
         b.iter_custom(|n| drive(rt, svc.clone(), &auth, n));
     });
+    // The same without the expiry response header (`expiry_header(None)`).
+    let (quiet, quiet_auth, _) = rt.block_on(support::tokens_with_token_configured(|b| {
+        b.expiry_header(None)
+    }));
+    let quiet_svc = ServiceBuilder::new().layer(quiet.layer()).service_fn(bare);
+    assert_eq!(
+        rt.block_on(quiet_svc.clone().oneshot(support::request(&quiet_auth)))
+            .unwrap()
+            .status(),
+        200
+    );
+    group.bench_function("layer_hit_no_expiry_header", |b| {
+        b.iter_custom(|n| drive(rt, quiet_svc.clone(), &quiet_auth, n));
+    });
 
     // The unavoidable work: parse, SHA-256, one cache probe, one extension insert.
     let cache: moka::sync::Cache<[u8; 32], RefPrincipal> = moka::sync::Cache::new(10_000);

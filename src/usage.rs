@@ -65,10 +65,9 @@ impl Usage {
             .0
             .compare_exchange(prev, now_secs, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+            && let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(now)
         {
-            if let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(now) {
-                let _ = self.notes.send(Note::Used(id, at));
-            }
+            let _ = self.notes.send(Note::Used(id, at));
         }
     }
 

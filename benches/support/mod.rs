@@ -12,6 +12,13 @@ use tower_api_tokens::store::{Directory, MemoryStore, User, UserId};
 
 /// A layer over a memory store, and one of its tokens as a header value.
 pub async fn tokens_with_token() -> (ApiTokens, HeaderValue, String) {
+    tokens_with_token_configured(|b| b).await
+}
+
+/// As [`tokens_with_token`], with a say in the builder.
+pub async fn tokens_with_token_configured(
+    configure: impl FnOnce(tower_api_tokens::Builder) -> tower_api_tokens::Builder,
+) -> (ApiTokens, HeaderValue, String) {
     let store = MemoryStore::new();
     let user = User {
         id: UserId::new(),
@@ -20,7 +27,10 @@ pub async fn tokens_with_token() -> (ApiTokens, HeaderValue, String) {
         identity_provider: "local".into(),
     };
     store.create_user(&user, &"pw".into()).await.unwrap();
-    let tokens = ApiTokens::builder().backend(store).build().await.unwrap();
+    let tokens = configure(ApiTokens::builder().backend(store))
+        .build()
+        .await
+        .unwrap();
     let token = tokens
         .issue(user.id)
         .await
