@@ -86,10 +86,10 @@ impl Authenticator {
             Err(invalid) => return Step::Reject(invalid.into()),
         };
         // Garbage is refused here, before it can touch the cache or the store.
-        if self.format.check(token).is_err() {
+        if self.format.check_bytes(token).is_err() {
             return Step::Reject(InvalidToken::Malformed.into());
         }
-        let hash = TokenHash::of(token);
+        let hash = TokenHash::of_bytes(token);
         if let Some(entry) = self.cache.get(&hash) {
             return match self.verify(&entry, span) {
                 Ok(accepted) => Step::Accept(accepted),

@@ -8,7 +8,7 @@ use crate::manager::ApiTokens;
 use crate::token::TokenHash;
 
 /// The bearer credential of `headers`, as the layer extracts it.
-pub fn parse_bearer(headers: &mut HeaderMap, max_len: usize) -> Option<&str> {
+pub fn parse_bearer(headers: &mut HeaderMap, max_len: usize) -> Option<&[u8]> {
     match extract::bearer(headers, max_len) {
         Ok(Credentials::Bearer(token)) => Some(token),
         _ => None,

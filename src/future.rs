@@ -46,8 +46,9 @@ pin_project! {
         Loading {
             loading: Box<Loading<S, ReqBody, R>>,
         },
+        // Boxed for the same reason as `Loading`.
         Rejected {
-            response: Option<S::Response>,
+            response: Option<Box<S::Response>>,
         },
     }
 }
@@ -82,7 +83,7 @@ where
     ) -> Self {
         Self {
             state: State::Rejected {
-                response: Some(reject(auth, on_rejection, error, method, span)),
+                response: Some(Box::new(reject(auth, on_rejection, error, method, span))),
             },
         }
     }
@@ -148,7 +149,7 @@ where
                     // Polled again after completion: a contract violation by the
                     // caller, answered with the refusal's absence rather than a panic.
                     return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response)),
+                        Some(response) => Poll::Ready(Ok(*response)),
                         None => Poll::Pending,
                     };
                 }
@@ -177,13 +178,13 @@ where
                             }
                         }
                         Err(error) => State::Rejected {
-                            response: Some(reject(
+                            response: Some(Box::new(reject(
                                 auth,
                                 on_rejection,
                                 error,
                                 request.method(),
                                 span,
-                            )),
+                            ))),
                         },
                     }
                 }

@@ -125,7 +125,11 @@ impl TokenFormat {
     ///
     /// A [`FormatError`] saying which check failed.
     pub fn check(&self, candidate: &str) -> Result<(), FormatError> {
-        let bytes = candidate.as_bytes();
+        self.check_bytes(candidate.as_bytes())
+    }
+
+    /// [`check`](Self::check) on raw bytes (what the request path has).
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<(), FormatError> {
         if bytes.len() != self.token_len() {
             return Err(FormatError::Length);
         }
@@ -236,7 +240,11 @@ pub struct TokenHash([u8; 32]);
 impl TokenHash {
     /// The digest of `token`.
     pub fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
+        Self::of_bytes(token.as_bytes())
+    }
+
+    pub(crate) fn of_bytes(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
     }
 
     /// A digest from its raw bytes.

@@ -21,16 +21,17 @@ enum Note {
     Flush(oneshot::Sender<()>),
 }
 
-/// When a token's use was last noted, in Unix seconds; lives in its cache entry,
-/// seeded from the stored `last_used_at` so a reload does not write again early.
+/// When a token's use was last noted, in Unix nanoseconds (an `i64` lasts until
+/// 2262); lives in its cache entry, seeded from the stored `last_used_at` so a
+/// reload does not write again early.
 #[derive(Debug)]
 pub(crate) struct LastNoted(AtomicI64);
 
 impl LastNoted {
     pub(crate) fn new(last_used_at: Option<OffsetDateTime>) -> Self {
-        Self(AtomicI64::new(
-            last_used_at.map_or(i64::MIN, OffsetDateTime::unix_timestamp),
-        ))
+        let nanos =
+            last_used_at.map(|t| i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX));
+        Self(AtomicI64::new(nanos.unwrap_or(i64::MIN)))
     }
 }
 
@@ -38,7 +39,7 @@ impl LastNoted {
 #[derive(Debug)]
 pub(crate) struct Usage {
     notes: mpsc::UnboundedSender<Note>,
-    interval_secs: i64,
+    interval_ns: i64,
 }
 
 impl Usage {
@@ -48,22 +49,22 @@ impl Usage {
         tokio::spawn(write_behind(store, rx));
         Self {
             notes,
-            interval_secs: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
+            interval_ns: i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX),
         }
     }
 
     /// Notes a use of `id` at `now` (Unix nanoseconds), unless one was noted
     /// within the interval.
     pub(crate) fn used(&self, id: TokenId, last: &LastNoted, now: i128) {
-        let now_secs = i64::try_from(now.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+        let now_ns = i64::try_from(now).unwrap_or(i64::MAX);
         let prev = last.0.load(Ordering::Relaxed);
-        if now_secs.saturating_sub(prev) < self.interval_secs {
+        if now_ns.saturating_sub(prev) < self.interval_ns {
             return;
         }
         // One request per interval wins the right to write.
         if last
             .0
-            .compare_exchange(prev, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(prev, now_ns, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
             && let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(now)
         {
