@@ -5,6 +5,7 @@
 #[path = "../examples/server/app.rs"]
 #[allow(dead_code)]
 mod app;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -167,6 +168,9 @@ fn token_of(a: &Answer) -> String {
 
 #[tokio::test]
 async fn the_whole_story_over_http_and_sqlite() {
+    // Everything the service logs on this thread, at TRACE (hyper, axum, the layer).
+    let capture = support::Capture::default();
+    let guard = capture.install();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("api-tokens.db");
     let clock = ManualClock::new(T0);
@@ -463,6 +467,19 @@ async fn the_whole_story_over_http_and_sqlite() {
         assert_eq!(answer.status, StatusCode::OK, "{user} after the restart");
     }
     svc.stop().await;
+
+    drop(guard);
+    let log = capture.text();
+    assert!(log.contains("authenticate"), "the capture saw nothing");
+    for secret in &secrets {
+        assert!(
+            !log.contains(&secret[4..secret.len() - 6]),
+            "a token in the log"
+        );
+    }
+    for password in [ADMIN_PW, "dev-password", "sam-password", "gus-password"] {
+        assert!(!log.contains(password), "a password in the log");
+    }
 }
 
 #[tokio::test]
