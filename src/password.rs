@@ -96,6 +96,19 @@ pub async fn verify(stored: Option<String>, password: &Password) -> bool {
         .unwrap_or(false)
 }
 
+/// The user `found` (with their stored PHC hash) if `password` is theirs; `None`
+/// for a wrong password or no user, after about the same work. What every
+/// [`Directory`](crate::store::Directory) of this crate does for
+/// `verify_password`.
+pub async fn check<U>(found: Option<(U, String)>, password: &Password) -> Option<U> {
+    let (user, phc) = found.unzip();
+    if verify(phc, password).await {
+        user
+    } else {
+        None
+    }
+}
+
 fn verify_now(stored: Option<&str>, password: &Password) -> bool {
     static DUMMY: OnceLock<Option<String>> = OnceLock::new();
     let (phc, real) = match stored {

@@ -166,15 +166,7 @@ impl Directory for MemoryStore {
                 .and_then(|id| data.users.get(id))
                 .cloned()
         };
-        let (user, phc) = match found {
-            Some((user, phc)) => (Some(user), Some(phc)),
-            None => (None, None),
-        };
-        Ok(if password::verify(phc, password).await {
-            user
-        } else {
-            None
-        })
+        Ok(password::check(found, password).await)
     }
 
     async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {

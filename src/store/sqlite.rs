@@ -422,16 +422,12 @@ impl Directory for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::backend)?;
-        let (user, phc) = match row {
-            Some(row) => (Some(user(&row)?), Some(column(&row, "password_hash")?)),
-            None => (None, None),
+        let found = match row {
+            Some(row) => Some((user(&row)?, column(&row, "password_hash")?)),
+            None => None,
         };
         // An unknown user is checked against a dummy hash: same cost, no oracle.
-        Ok(if password::verify(phc, password).await {
-            user
-        } else {
-            None
-        })
+        Ok(password::check(found, password).await)
     }
 
     async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
