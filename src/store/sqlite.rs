@@ -286,16 +286,21 @@ impl TokenStore for SqliteStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         // One statement: a concurrent revoke cannot slip between a read and
         // the write, and the first revocation time is the one kept.
+        //
+        // `fetch_all`, never `fetch_optional`/`fetch_one`, for a write with
+        // RETURNING: SQLite hands out the row before the implicit COMMIT, and a
+        // statement not stepped to its end commits on reset, where a failure
+        // (full disk, unwritable WAL) would be lost while we report success.
         sqlx::query(concat!(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING ",
             token_columns!()
         ))
         .bind(id.to_string())
         .bind(nanos(at, "revoked_at")?)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(StoreError::backend)?
-        .as_ref()
+        .first()
         .map(token_record)
         .transpose()
     }
@@ -362,7 +367,8 @@ impl TokenStore for SqliteStore {
 
     async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
         let json = serde_json::to_string(policy).map_err(StoreError::backend)?;
-        // One statement, so two admins saving at once get two versions.
+        // One statement, so two admins saving at once get two versions; stepped
+        // to its end (`fetch_all`) so a failed COMMIT is an error (see `revoke`).
         let version: i64 = sqlx::query_scalar(
             "INSERT INTO api_token_policy (id, policy, version) VALUES (1, $1, 1) \
              ON CONFLICT (id) DO UPDATE \
@@ -370,9 +376,12 @@ impl TokenStore for SqliteStore {
              RETURNING version",
         )
         .bind(json)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::backend)?;
+        .map_err(StoreError::backend)?
+        .first()
+        .copied()
+        .ok_or_else(|| malformed("version"))?;
         Ok(VersionedPolicy {
             policy: policy.clone(),
             version: u64::try_from(version).map_err(|_| malformed("version"))?,
@@ -486,6 +495,80 @@ mod tests {
             .fetch_one(store.pool())
             .await
             .unwrap()
+    }
+
+    /// Makes every write to `table` fail at COMMIT (not at the statement): a
+    /// deferred foreign key the write's trigger violates. This is what a full
+    /// disk or an unwritable WAL looks like to a statement whose rows were
+    /// already returned.
+    async fn fail_commits_on(store: &SqliteStore, table: &str) {
+        for sql in [
+            "CREATE TABLE commit_guard_parent (id TEXT PRIMARY KEY)".to_owned(),
+            "CREATE TABLE commit_guard_child (parent TEXT REFERENCES commit_guard_parent (id) \
+             DEFERRABLE INITIALLY DEFERRED)"
+                .to_owned(),
+            format!(
+                "CREATE TRIGGER fail_commit_update AFTER UPDATE ON {table} \
+                 BEGIN INSERT INTO commit_guard_child VALUES ('missing'); END"
+            ),
+            format!(
+                "CREATE TRIGGER fail_commit_insert AFTER INSERT ON {table} \
+                 BEGIN INSERT INTO commit_guard_child VALUES ('missing'); END"
+            ),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn record_at(at: OffsetDateTime) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::new(),
+            user_id: UserId::new(),
+            hash: TokenHash::of(&at.to_string()),
+            hint: "nch_…abcd".into(),
+            issued_at: at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoke_that_fails_at_commit_is_an_error_not_a_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+            .await
+            .unwrap();
+        let record = record_at(datetime!(2026-01-01 00:00 UTC));
+        store.insert(&record).await.unwrap();
+        fail_commits_on(&store, "api_tokens").await;
+        let result = store
+            .revoke(record.id, datetime!(2026-01-02 00:00 UTC))
+            .await;
+        assert!(
+            result.is_err(),
+            "revoke reported {result:?} although nothing was written"
+        );
+        assert_eq!(
+            store.get(record.id).await.unwrap().unwrap().revoked_at,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_policy_save_that_fails_at_commit_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+            .await
+            .unwrap();
+        store.save_policy(&Policy::None).await.unwrap();
+        fail_commits_on(&store, "api_token_policy").await;
+        assert!(store.save_policy(&Policy::default()).await.is_err());
+        let kept = store.load_policy().await.unwrap().unwrap();
+        assert_eq!((kept.policy, kept.version), (Policy::None, 1));
     }
 
     #[tokio::test]
