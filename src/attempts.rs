@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use moka::ops::compute::Op;
 use time::OffsetDateTime;
 
 #[derive(Debug, Clone, Copy)]
@@ -42,33 +43,35 @@ impl Attempts {
             .checked_add(time::Duration::try_from(self.window).ok()?)
     }
 
-    /// `Err(retry_after)` while `username` is locked out.
-    pub(crate) fn check(&self, username: &str, now: OffsetDateTime) -> Result<(), Duration> {
-        let Some(w) = self.windows.get(username) else {
-            return Ok(());
-        };
-        match self.end(&w) {
-            Some(end) if now < end && w.failures >= self.max => {
-                Err(Duration::try_from(end - now).unwrap_or(Duration::ZERO))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failure.
-    pub(crate) fn fail(&self, username: &str, now: OffsetDateTime) {
+    /// Counts an attempt *before* the password is checked, so that attempts
+    /// sent all at once cannot all be checked before the first failure is
+    /// counted. `Err(retry_after)` while `username` is locked out: the attempt
+    /// must not be checked. A success then calls [`reset`](Self::reset).
+    pub(crate) fn begin(&self, username: &str, now: OffsetDateTime) -> Result<(), Duration> {
+        let mut locked = None;
         self.windows
             .entry(username.to_owned())
-            .and_upsert_with(|current| match current.map(|e| e.into_value()) {
-                Some(w) if self.end(&w).is_some_and(|end| now < end) => Window {
-                    failures: w.failures.saturating_add(1),
-                    ..w
-                },
-                _ => Window {
-                    failures: 1,
-                    started: now,
-                },
+            .and_compute_with(|current| {
+                let next = match current.map(|e| e.into_value()) {
+                    Some(w) if self.end(&w).is_some_and(|end| now < end) => {
+                        if w.failures >= self.max {
+                            let end = self.end(&w).unwrap_or(now);
+                            locked = Some(Duration::try_from(end - now).unwrap_or(Duration::ZERO));
+                            return Op::Nop;
+                        }
+                        Window {
+                            failures: w.failures + 1,
+                            ..w
+                        }
+                    }
+                    _ => Window {
+                        failures: 1,
+                        started: now,
+                    },
+                };
+                Op::Put(next)
             });
+        locked.map_or(Ok(()), Err)
     }
 
     /// Forgets the failures of `username` (after a successful attempt).
@@ -84,31 +87,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_after_max_failures_until_the_window_passes() {
+    fn locks_after_max_attempts_until_the_window_passes() {
         let a = Attempts::new(3, Duration::from_secs(60));
         let t0 = datetime!(2026-01-01 00:00 UTC);
         for i in 0..3 {
-            assert_eq!(a.check("bob", t0), Ok(()), "attempt {i}");
-            a.fail("bob", t0 + Duration::from_secs(i));
+            assert_eq!(
+                a.begin("bob", t0 + Duration::from_secs(i)),
+                Ok(()),
+                "attempt {i}"
+            );
         }
         assert_eq!(
-            a.check("bob", t0 + Duration::from_secs(10)),
+            a.begin("bob", t0 + Duration::from_secs(10)),
             Err(Duration::from_secs(50))
         );
-        assert_eq!(a.check("alice", t0), Ok(()));
-        assert_eq!(a.check("bob", t0 + Duration::from_secs(60)), Ok(()));
-        // A failure after the window starts a new one.
-        a.fail("bob", t0 + Duration::from_secs(61));
-        assert_eq!(a.check("bob", t0 + Duration::from_secs(62)), Ok(()));
+        // Refused attempts do not extend the window.
+        assert_eq!(
+            a.begin("bob", t0 + Duration::from_secs(59)),
+            Err(Duration::from_secs(1))
+        );
+        assert_eq!(a.begin("alice", t0), Ok(()));
+        assert_eq!(a.begin("bob", t0 + Duration::from_secs(60)), Ok(()));
     }
 
     #[test]
-    fn reset_forgets_failures() {
+    fn reset_forgets_attempts() {
         let a = Attempts::new(1, Duration::from_secs(60));
         let t0 = datetime!(2026-01-01 00:00 UTC);
-        a.fail("bob", t0);
-        assert!(a.check("bob", t0).is_err());
+        assert_eq!(a.begin("bob", t0), Ok(()));
+        assert!(a.begin("bob", t0).is_err());
         a.reset("bob");
-        assert_eq!(a.check("bob", t0), Ok(()));
+        assert_eq!(a.begin("bob", t0), Ok(()));
     }
 }

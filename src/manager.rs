@@ -222,8 +222,10 @@ impl ApiTokens {
     ) -> Result<User, ManageError> {
         let attempts = &self.shared.attempts;
         attempts
-            .check(username, self.auth().clock.now())
+            .begin(username, self.auth().clock.now())
             .map_err(|retry_after| ManageError::RateLimited { retry_after })?;
+        // The attempt counts already; a store failure leaves it counted, which
+        // errs on the side of the lockout.
         match self
             .auth()
             .directory
@@ -234,10 +236,7 @@ impl ApiTokens {
                 attempts.reset(username);
                 Ok(user)
             }
-            None => {
-                attempts.fail(username, self.auth().clock.now());
-                Err(ManageError::InvalidCredentials)
-            }
+            None => Err(ManageError::InvalidCredentials),
         }
     }
 

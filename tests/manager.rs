@@ -294,3 +294,29 @@ async fn a_role_change_applies_to_cached_tokens_on_this_instance() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_passwords_get_no_more_checks_than_the_limit() {
+    let h = Harness::with(|b| b.failed_attempts(10, Duration::from_secs(600))).await;
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let tokens = h.tokens.clone();
+            tokio::spawn(async move {
+                tokens
+                    .generate("alice", &Password::new(format!("wrong-{i}")), false)
+                    .await
+                    .unwrap_err()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    let mut limited = 0;
+    for a in attempts {
+        match a.await.unwrap() {
+            ManageError::InvalidCredentials => checked += 1,
+            ManageError::RateLimited { .. } => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((checked, limited), (10, 30));
+}
