@@ -13,6 +13,9 @@ mod app;
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tower_api_tokens::password::Password;
@@ -22,6 +25,10 @@ use tower_api_tokens::{ApiTokens, ServerKey};
 const USAGE: &str =
     "usage: server [--listen ADDR] [--database-url URL] [--admin-password PASSWORD]";
 const KEY_FILE: &str = "api-tokens.key";
+/// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
+const DRAIN: Duration = Duration::from_secs(10);
+/// The shortest admin password accepted (as for users created over the API).
+const MIN_PASSWORD_CHARS: usize = 8;
 
 struct Args {
     listen: SocketAddr,
@@ -57,11 +64,18 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
+    if let Some(pw) = &args.admin_password
+        && pw.chars().count() < MIN_PASSWORD_CHARS
+    {
+        return Err(format!(
+            "the admin password must have at least {MIN_PASSWORD_CHARS} characters"
+        ));
+    }
     Ok(args)
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -71,53 +85,96 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
     };
+    match start(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let url = args.database_url.clone();
+/// Checks everything that can be checked before anything is written (the key,
+/// the address), then opens the store and serves.
+async fn start(args: &Args) -> Result<(), Box<dyn Error>> {
+    let url = &args.database_url;
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(&url).await?;
-        run(store, &args, &sqlite_dir(&url)).await
+        let dir = sqlite_dir(url)?;
+        let key = server_key(&dir)?;
+        let listener = bind(args.listen).await?;
+        let store = SqliteStore::connect(url).await?;
+        serve(store, key, listener, args).await
     } else {
         Err(format!("unsupported --database-url {url:?}: use sqlite://PATH").into())
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Box<dyn Error>> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}").into())
+}
+
 /// Builds everything through the builder and serves until SIGTERM or Ctrl-C.
-async fn run<B>(backend: B, args: &Args, key_dir: &Path) -> Result<(), Box<dyn Error>>
+async fn serve<B>(
+    backend: B,
+    key: ServerKey,
+    listener: TcpListener,
+    args: &Args,
+) -> Result<(), Box<dyn Error>>
 where
     B: TokenStore + Directory + Clone,
 {
     let tokens = ApiTokens::builder()
         .backend(backend)
-        .server_key(server_key(key_dir)?)
+        .server_key(key)
         .realm(app::REALM)
         .build()
         .await?;
     ensure_admin(&tokens, args.admin_password.as_deref()).await?;
 
-    let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app::router(tokens.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    // In-flight requests have finished; write the last `last_used_at` notes.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = {
+        let stopping = Arc::clone(&stopping);
+        async move {
+            shutdown_signal().await;
+            stopping.notify_waiters();
+        }
+    };
+    let server = axum::serve(listener, app::router(tokens.clone()))
+        .with_graceful_shutdown(signalled)
+        .into_future();
+    // In-flight requests get `DRAIN` to finish; a client that never completes
+    // its request cannot hold the shutdown hostage.
+    tokio::select! {
+        served = server => served?,
+        () = async { stopping.notified().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("connections still open after {DRAIN:?}; closing them");
+        }
+    }
+    // Write the last `last_used_at` notes.
     tokens.flush().await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// The folder of a `sqlite:` URL's file (the key file lives beside it).
-fn sqlite_dir(url: &str) -> PathBuf {
+fn sqlite_dir(url: &str) -> Result<PathBuf, String> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
-    match Path::new(path).parent() {
+    if path.is_empty() {
+        return Err(format!("--database-url {url:?} names no file: use sqlite://PATH"));
+    }
+    Ok(match Path::new(path).parent() {
         Some(dir) if !dir.as_os_str().is_empty() && path != ":memory:" => dir.to_path_buf(),
         _ => PathBuf::from("."),
-    }
+    })
 }
 
 /// `API_TOKENS_SERVER_KEY`, or the key file in `dir`, created on first start.
