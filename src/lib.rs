@@ -8,7 +8,7 @@
 //!
 //! # The request path
 //!
-//! extract the header ([`extract`](crate::extract) rules of RFC 6750) → check the
+//! extract the `Authorization` header (RFC 6750 §2.1, RFC 9110 §11) → check the
 //! token's format and checksum → SHA-256 → cache → (on a miss) the
 //! [`TokenStore`](store::TokenStore) and [`Directory`](store::Directory) →
 //! verify revocation, expiry and the current [`Policy`](policy::Policy) → inject

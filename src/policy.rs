@@ -207,7 +207,7 @@ impl Rule {
 }
 
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "Rule")]
 struct RuleRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<String>,
@@ -289,7 +289,7 @@ enum Mode {
 
 /// The JSON shape: one object, `mode` plus the fields that mode takes.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "Policy")]
 struct PolicyRepr {
     mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]

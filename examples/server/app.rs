@@ -154,7 +154,10 @@ fn basic_credentials(parts: &Parts) -> Result<Option<(String, Password)>, ApiErr
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
-    let malformed = || ApiError::invalid_request("malformed Basic credentials");
+    let malformed = || {
+        ApiError::invalid_request("malformed Basic credentials")
+            .with_header(WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\""))
+    };
     let decoded = Base64::decode_vec(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (username, password) = decoded.split_once(':').ok_or_else(malformed)?;

@@ -169,7 +169,9 @@ fn sqlite_dir(url: &str) -> Result<PathBuf, String> {
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() {
-        return Err(format!("--database-url {url:?} names no file: use sqlite://PATH"));
+        return Err(format!(
+            "--database-url {url:?} names no file: use sqlite://PATH"
+        ));
     }
     Ok(match Path::new(path).parent() {
         Some(dir) if !dir.as_os_str().is_empty() && path != ":memory:" => dir.to_path_buf(),
