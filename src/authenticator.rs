@@ -105,12 +105,11 @@ impl Authenticator {
     /// Checks a resolved token against its revocation, its expiry and the
     /// policy in force now.
     pub(crate) fn verify(&self, entry: &CachedToken, span: &Span) -> Result<Accepted, AuthError> {
-        let record = &entry.record;
         if !span.is_disabled() {
-            span.record("token_id", tracing::field::display(record.id));
-            span.record("hint", record.hint.as_str());
+            span.record("token_id", tracing::field::display(entry.id));
+            span.record("hint", &*entry.hint);
         }
-        if record.revoked_at.is_some() {
+        if entry.revoked {
             return Err(InvalidToken::Revoked.into());
         }
         let Some(lifetime) = self.policy.load().policy.lifetime_for(&entry.user) else {
@@ -125,20 +124,20 @@ impl Authenticator {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let now = self.clock.now_unix_nanos();
+        let now = i64::try_from(self.clock.now_unix_nanos()).unwrap_or(i64::MAX);
         if expires_ns.is_some_and(|at| now >= at) {
             return Err(InvalidToken::Expired.into());
         }
-        self.usage.used(record.id, &entry.last_noted, now);
+        self.usage.used(entry.id, &entry.last_noted, now);
         let expiry = if expires_ns == entry.expires_ns {
             entry.expires_header.clone()
         } else {
             expires_ns
-                .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(n).ok())
+                .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).ok())
                 .and_then(expiry_header_value)
         };
         Ok(Accepted {
-            principal: Principal::new(Arc::clone(&entry.user), record.id, expires_ns),
+            principal: Principal::new(Arc::clone(&entry.user), entry.id, expires_ns),
             expiry,
         })
     }

@@ -22,21 +22,25 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use time::OffsetDateTime;
 
-use crate::store::{TokenRecord, User};
+use crate::store::{TokenId, TokenRecord, User};
 use crate::token::TokenHash;
 use crate::usage::LastNoted;
 
 const STRIPES: usize = 256;
 
-/// A resolved token: its record and its owner as the directory knew them when
-/// loaded (at most `cache_ttl` ago).
+/// A resolved token: what the request path needs of its record, and its owner
+/// as the directory knew them when loaded (at most `cache_ttl` ago). Kept small:
+/// a cache may hold a million of these.
 #[derive(Debug)]
 pub(crate) struct CachedToken {
-    pub(crate) record: TokenRecord,
-    /// `record.issued_at` and `record.expires_at` in Unix nanoseconds, so the
-    /// request path compares integers instead of doing calendar arithmetic.
-    pub(crate) issued_ns: i128,
-    pub(crate) expires_ns: Option<i128>,
+    pub(crate) id: TokenId,
+    pub(crate) revoked: bool,
+    /// The record's non-secret display hint, for traces.
+    pub(crate) hint: Box<str>,
+    /// `issued_at` and `expires_at` in Unix nanoseconds (an `i64` lasts until
+    /// 2262), so the request path compares integers, not calendar dates.
+    pub(crate) issued_ns: i64,
+    pub(crate) expires_ns: Option<i64>,
     pub(crate) user: Arc<User>,
     /// The record's own `expires_at`, pre-formatted for the expiry header.
     pub(crate) expires_header: Option<HeaderValue>,
@@ -44,6 +48,15 @@ pub(crate) struct CachedToken {
     pub(crate) last_noted: LastNoted,
     generation: u64,
     cache_for: Duration,
+}
+
+/// `at` in Unix nanoseconds, saturating outside 1677–2262.
+pub(crate) fn unix_nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(if at.year() < 1970 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// Why a load produced no token.
@@ -153,10 +166,12 @@ impl TokenCache {
             .and_then(crate::principal::expiry_header_value);
         let cache_for = remaining.map_or(self.ttl, |r| r.min(self.ttl));
         Arc::new(CachedToken {
+            id: record.id,
+            revoked: record.revoked_at.is_some(),
+            hint: record.hint.into_boxed_str(),
             last_noted: LastNoted::new(record.last_used_at),
-            issued_ns: record.issued_at.unix_timestamp_nanos(),
-            expires_ns: record.expires_at.map(OffsetDateTime::unix_timestamp_nanos),
-            record,
+            issued_ns: unix_nanos(record.issued_at),
+            expires_ns: record.expires_at.map(unix_nanos),
             user: Arc::new(user),
             expires_header,
             generation,

@@ -45,11 +45,12 @@ impl Lifetime {
         }
     }
 
-    /// The lifetime in nanoseconds (`None`: never expires).
-    pub(crate) fn as_nanos(self) -> Option<i128> {
+    /// The lifetime in nanoseconds (`None`: never expires). The longest
+    /// lifetime, 100 years, fits an `i64` three times over.
+    pub(crate) fn as_nanos(self) -> Option<i64> {
         match self {
             Self::Never => None,
-            Self::Duration(d) => Some(i128::try_from(d.as_nanos()).unwrap_or(i128::MAX)),
+            Self::Duration(d) => Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
         }
     }
 

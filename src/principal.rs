@@ -20,11 +20,11 @@ pub struct Principal {
     user: Arc<User>,
     token_id: TokenId,
     // Unix nanoseconds: converted to a date only when asked for.
-    expires_ns: Option<i128>,
+    expires_ns: Option<i64>,
 }
 
 impl Principal {
-    pub(crate) fn new(user: Arc<User>, token_id: TokenId, expires_ns: Option<i128>) -> Self {
+    pub(crate) fn new(user: Arc<User>, token_id: TokenId, expires_ns: Option<i64>) -> Self {
         Self {
             user,
             token_id,
@@ -66,7 +66,7 @@ impl Principal {
     /// (`None`: never).
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
         self.expires_ns
-            .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(n).ok())
+            .and_then(|n| OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).ok())
     }
 
     /// The whole user record.

@@ -55,8 +55,7 @@ impl Usage {
 
     /// Notes a use of `id` at `now` (Unix nanoseconds), unless one was noted
     /// within the interval.
-    pub(crate) fn used(&self, id: TokenId, last: &LastNoted, now: i128) {
-        let now_ns = i64::try_from(now).unwrap_or(i64::MAX);
+    pub(crate) fn used(&self, id: TokenId, last: &LastNoted, now_ns: i64) {
         let prev = last.0.load(Ordering::Relaxed);
         if now_ns.saturating_sub(prev) < self.interval_ns {
             return;
@@ -66,7 +65,7 @@ impl Usage {
             .0
             .compare_exchange(prev, now_ns, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
-            && let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(now)
+            && let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ns))
         {
             let _ = self.notes.send(Note::Used(id, at));
         }
