@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`MemoryStore`] | — | tests and quick starts |
 //! | `SqliteStore` | `sqlite` | one instance, data in a file |
-//! | `PostgresStore` | `postgres` | several instances sharing one database |
+//! | `PostgresStore` | `postgres` | several instances sharing one database, with a `ChangeListener` each |
 
 mod memory;
 #[cfg(feature = "postgres")]
@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use self::postgres::PostgresStore;
+pub use self::postgres::{ChangeListener, ListenerOptions, ListenerStatus, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 use crate::error::StoreError;

@@ -1,12 +1,17 @@
 //! [`PostgresStore`]: token records, users and the policy in PostgreSQL through
-//! `sqlx`, the store that several instances of one service share.
+//! `sqlx`, the store that several instances of one service share, and the
+//! [`ChangeListener`] that brings each instance the others' changes.
 //!
 //! It owns the `api_token*` tables of one schema and their migrations
 //! (`migrations/postgres/`), and the `LISTEN/NOTIFY` channel of that schema. It
 //! must never store a token or a password, only the token's SHA-256 and an
 //! Argon2id hash, and never publish more than a hash, a user id or a version.
 //!
-//! See [`PostgresStore`] for what is published.
+//! Notices are best effort. If one is lost, `cache_ttl` is the worst-case
+//! bound on how long another instance may still trust what it had cached; see
+//! [`PostgresStore`] for what is published and for every bound.
+
+mod listener;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +25,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use self::listener::{ChangeListener, ListenerOptions, ListenerStatus};
 use super::{Directory, TokenId, TokenRecord, TokenStore, User, UserId};
 use crate::error::StoreError;
 use crate::password::{self, Password};
@@ -79,8 +85,25 @@ macro_rules! token_columns {
 /// | [`TokenStore::save_policy`] | `policy:` and the new version |
 /// | [`Directory::update_user`] | `user:` and the user's id |
 ///
-/// Another instance turns a notice into a [`Change`](crate::changes::Change)
-/// for [`ApiTokens::apply`](crate::ApiTokens::apply).
+/// Each instance runs a [`ChangeListener`] ([`listen`](Self::listen)) that
+/// turns the notices into [`Change`](crate::changes::Change)s for
+/// [`ApiTokens::apply`](crate::ApiTokens::apply): it drops the revoked token's
+/// cache entry, drops the changed user's entries, or reloads the policy. When
+/// its connection is lost it reconnects with capped exponential backoff and,
+/// once listening again, resynchronises (drops every cached token and reloads
+/// the policy) before it reports itself synced.
+///
+/// **Notices are best effort; `cache_ttl` is the bound.** A notice can be lost:
+/// one sent while an instance is reconnecting never reaches it, and a
+/// connection that dies silently is only noticed by the listener's heartbeat.
+/// A cached token is trusted for at most [`cache_ttl`](crate::Builder::cache_ttl)
+/// after it was loaded, so a revocation, or a role a user lost, takes effect on
+/// every instance within `cache_ttl` at worst, and within milliseconds while
+/// notices flow. The policy is not cached: while the listener is connected its
+/// heartbeat also compares the policy version, and while it is not, every
+/// reconnection attempt reloads the policy, so a policy change is seen within
+/// the heartbeat interval or the backoff cap at worst
+/// ([`ListenerOptions`]; by default both are within the default `cache_ttl`).
 ///
 /// # Database outages
 ///
@@ -90,7 +113,8 @@ macro_rules! token_columns {
 /// `Retry-After`, never `401`. The pool made by [`connect`](Self::connect)
 /// gives up acquiring a connection after one second, within the layer's default
 /// two-second [`lookup_timeout`](crate::Builder::lookup_timeout), so such
-/// requests fail fast. When the server is back, the pool reconnects by itself.
+/// requests fail fast. When the server is back, the pool and the listener
+/// reconnect by themselves: nothing needs a restart.
 ///
 /// # Encoding
 ///
@@ -122,7 +146,10 @@ macro_rules! token_columns {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
 /// let tokens = ApiTokens::builder().backend(store.clone()).build().await?;
-/// # drop(tokens); Ok(()) }
+/// // Hears the other instances' revocations, user and policy changes for as
+/// // long as it lives.
+/// let listener = store.listen(tokens.clone())?;
+/// # drop(listener); Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -175,7 +202,9 @@ impl PostgresStore {
     ///
     /// Keep the pool's `acquire_timeout` below the layer's
     /// [`lookup_timeout`](crate::Builder::lookup_timeout), so that requests fail
-    /// with the pool's error during an outage.
+    /// with the pool's error during an outage. The [`ChangeListener`] opens its
+    /// own connection with the pool's connect options (an `after_connect` hook
+    /// does not run on it; it needs none).
     ///
     /// # Errors
     ///
@@ -259,6 +288,11 @@ fn channel_name(schema: &str) -> String {
     }
     let digest = hex::encode(Sha256::digest(schema.as_bytes()));
     format!("{CHANNEL_PREFIX}{}", &digest[..32])
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A value that cannot be written as this store encodes it, or a stored value
@@ -610,5 +644,28 @@ impl Directory for PostgresStore {
         self.notify(&mut tx, format!("{USER_NOTICE}{}", user.id))
             .await?;
         tx.commit().await.map_err(StoreError::backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What needs no server; the rest is in `tests/postgres.rs` and the
+    //! conformance suite.
+
+    use super::*;
+
+    #[test]
+    fn channel_names_fit_in_an_identifier() {
+        assert_eq!(channel_name("public"), "api_tokens@public");
+        let long = channel_name(&"s".repeat(63));
+        assert!(long.len() <= MAX_IDENTIFIER_LEN, "{long}");
+        assert!(long.starts_with(CHANNEL_PREFIX), "{long}");
+        assert_ne!(long, channel_name(&"t".repeat(63)));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("public"), r#""public""#);
+        assert_eq!(quote_identifier(r#"a"b"#), r#""a""b""#);
     }
 }
