@@ -138,6 +138,7 @@ pub struct ListenerStatus {
 /// It stops when dropped (or by [`shutdown`](Self::shutdown)): keep it for as
 /// long as the service runs.
 #[derive(Debug)]
+#[must_use = "the listener stops as soon as it is dropped: keep it while the service runs"]
 pub struct ChangeListener {
     task: JoinHandle<()>,
     status: watch::Receiver<ListenerStatus>,
