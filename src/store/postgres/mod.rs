@@ -102,8 +102,8 @@ macro_rules! token_columns {
 /// notices flow. The policy is not cached: while the listener is connected its
 /// heartbeat also compares the policy version, and while it is not, every
 /// reconnection attempt reloads the policy, so a policy change is seen within
-/// the heartbeat interval or the backoff cap at worst
-/// ([`ListenerOptions`]; by default both are within the default `cache_ttl`).
+/// the heartbeat interval, or the backoff cap, plus one step's timeout at worst
+/// ([`ListenerOptions`]; 15 s by default, within the default `cache_ttl`).
 ///
 /// # Database outages
 ///
