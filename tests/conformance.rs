@@ -20,6 +20,10 @@ use tower_api_tokens::store::{
 use tower_api_tokens::token::TokenHash;
 use uuid::Uuid;
 
+#[cfg(feature = "postgres")]
+#[path = "support/postgres.rs"]
+mod pg;
+
 // ---------------------------------------------------------------------------
 // Backends
 
@@ -85,6 +89,29 @@ impl Backend for SqliteBackend {
     }
 }
 
+/// One PostgreSQL schema per test (dropped on drop), on `TEST_DATABASE_URL`.
+#[cfg(feature = "postgres")]
+struct PostgresBackend(pg::TestSchema);
+
+#[cfg(feature = "postgres")]
+impl Backend for PostgresBackend {
+    type Store = tower_api_tokens::store::PostgresStore;
+
+    async fn new() -> Self {
+        Self(pg::TestSchema::new().await)
+    }
+
+    async fn open(&self) -> Self::Store {
+        Self::Store::connect_with(self.0.options())
+            .await
+            .expect("the PostgreSQL store opens")
+    }
+
+    async fn close(store: Self::Store) {
+        store.pool().close().await;
+    }
+}
+
 /// Instantiates every conformance test for a backend, in a module named
 /// `$name`. With `durable`, also the tests that reopen the same data.
 macro_rules! conformance {
@@ -134,6 +161,8 @@ macro_rules! conformance {
 conformance!(memory: MemoryBackend);
 #[cfg(feature = "sqlite")]
 conformance!(sqlite: SqliteBackend, durable);
+#[cfg(feature = "postgres")]
+conformance!(postgres: PostgresBackend, durable);
 
 // ---------------------------------------------------------------------------
 // Fixtures: every value below is written out, not computed by the crate.

@@ -2,11 +2,18 @@
 //!
 //! ```text
 //! cargo run --all-features --example server -- [--listen 127.0.0.1:8080]
-//!     [--database-url sqlite://api-tokens.db] [--admin-password …]
+//!     [--database-url sqlite://api-tokens.db | postgres://user@host/db]
+//!     [--admin-password …]
 //! ```
 //!
 //! Environment: `API_TOKENS_ADMIN_PASSWORD` (the first start's admin password),
 //! `API_TOKENS_SERVER_KEY` (≥ 32 bytes; shared by every instance), `RUST_LOG`.
+//!
+//! With PostgreSQL, run as many instances as you like on one database: each
+//! hears the others' revocations, user and policy changes. Give them all the
+//! same `API_TOKENS_SERVER_KEY` (or start them in one working directory, where
+//! the key file lives), or a token re-fetched on one is not the one issued on
+//! another.
 
 mod app;
 
@@ -19,11 +26,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tower_api_tokens::password::Password;
+#[cfg(feature = "postgres")]
+use tower_api_tokens::store::PostgresStore;
 use tower_api_tokens::store::{Directory, SqliteStore, TokenStore, User, UserId};
-use tower_api_tokens::{ApiTokens, ServerKey};
+use tower_api_tokens::{ApiTokens, ManageError, ServerKey, StoreError};
 
-const USAGE: &str =
-    "usage: server [--listen ADDR] [--database-url URL] [--admin-password PASSWORD]";
+const USAGE: &str = "usage: server [--listen ADDR] [--database-url sqlite://PATH | postgres://URL] \
+     [--admin-password PASSWORD]";
 const KEY_FILE: &str = "api-tokens.key";
 /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -102,14 +111,48 @@ async fn main() -> ExitCode {
 async fn start(args: &Args) -> Result<(), Box<dyn Error>> {
     let url = &args.database_url;
     if url.starts_with("sqlite:") {
-        let dir = sqlite_dir(url)?;
-        let key = server_key(&dir)?;
+        let key = server_key(&sqlite_dir(url)?)?;
         let listener = bind(args.listen).await?;
         let store = SqliteStore::connect(url).await?;
-        serve(store, key, listener, args).await
+        let tokens = build(store, key, args).await?;
+        serve(tokens, listener).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // Several instances share the database; the key file, if any, lives in
+        // the working directory, never in the database beside the hashes.
+        let key = server_key(Path::new("."))?;
+        let listener = bind(args.listen).await?;
+        run_postgres(url, key, listener, args).await
     } else {
-        Err(format!("unsupported --database-url {url:?}: use sqlite://PATH").into())
+        // The URL is not echoed: it may carry a password.
+        Err("unsupported --database-url: use sqlite://PATH or postgres://…".into())
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn run_postgres(
+    url: &str,
+    key: ServerKey,
+    listener: TcpListener,
+    args: &Args,
+) -> Result<(), Box<dyn Error>> {
+    let store = PostgresStore::connect(url).await?;
+    let tokens = build(store.clone(), key, args).await?;
+    // The other instances' revocations, user and policy changes, for as long
+    // as this one serves.
+    let changes = store.listen(tokens.clone())?;
+    let served = serve(tokens, listener).await;
+    changes.shutdown().await;
+    served
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn run_postgres(
+    _url: &str,
+    _key: ServerKey,
+    _listener: TcpListener,
+    _args: &Args,
+) -> Result<(), Box<dyn Error>> {
+    Err("this build has no PostgreSQL support: build with --features postgres".into())
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Box<dyn Error>> {
@@ -118,13 +161,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Box<dyn Error>> {
         .map_err(|e| format!("cannot listen on {addr}: {e}").into())
 }
 
-/// Builds everything through the builder and serves until SIGTERM or Ctrl-C.
-async fn serve<B>(
-    backend: B,
-    key: ServerKey,
-    listener: TcpListener,
-    args: &Args,
-) -> Result<(), Box<dyn Error>>
+/// Builds everything through the builder, and the admin user on first start.
+async fn build<B>(backend: B, key: ServerKey, args: &Args) -> Result<ApiTokens, Box<dyn Error>>
 where
     B: TokenStore + Directory + Clone,
 {
@@ -135,7 +173,11 @@ where
         .build()
         .await?;
     ensure_admin(&tokens, args.admin_password.as_deref()).await?;
+    Ok(tokens)
+}
 
+/// Serves until SIGTERM or Ctrl-C.
+async fn serve(tokens: ApiTokens, listener: TcpListener) -> Result<(), Box<dyn Error>> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signalled = {
@@ -191,9 +233,20 @@ fn server_key(dir: &Path) -> Result<ServerKey, Box<dyn Error>> {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
             let key = hex::encode(bytes);
-            write_private(&path, key.as_bytes())?;
-            tracing::info!(path = %path.display(), "created a new server key");
-            Ok(ServerKey::new(key)?)
+            // Written aside, then linked into place: an instance starting at the
+            // same moment reads the whole key or none, and only one key wins.
+            let draft = dir.join(format!("{KEY_FILE}.{}.new", std::process::id()));
+            write_private(&draft, key.as_bytes())?;
+            let linked = std::fs::hard_link(&draft, &path);
+            let _ = std::fs::remove_file(&draft);
+            match linked {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "created a new server key");
+                    Ok(ServerKey::new(key)?)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => server_key(dir),
+                Err(e) => Err(format!("writing {}: {e}", path.display()).into()),
+            }
         }
         Err(e) => Err(format!("reading {}: {e}", path.display()).into()),
     }
@@ -224,9 +277,16 @@ async fn ensure_admin(tokens: &ApiTokens, password: Option<&str>) -> Result<(), 
         roles: vec!["admin".into()],
         identity_provider: "local".into(),
     };
-    tokens
+    match tokens
         .create_user(&admin, &Password::new(password.clone()))
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        // Another instance on the same database, starting at the same moment,
+        // created it first: its password is the one that counts.
+        Err(ManageError::Store(StoreError::Conflict(_))) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
     if generated {
         // Printed once, to the terminal, never to the log.
         println!("created user admin with password: {password}");

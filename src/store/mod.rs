@@ -4,8 +4,16 @@
 //! Stores see a token only as its [`TokenHash`]; they never receive plaintext.
 //! Both traits are object-safe (`Arc<dyn TokenStore>`) so a service can choose
 //! its backend at run time.
+//!
+//! | store | feature | for |
+//! |---|---|---|
+//! | [`MemoryStore`] | — | tests and quick starts |
+//! | `SqliteStore` | `sqlite` | one instance, data in a file |
+//! | `PostgresStore` | `postgres` | several instances sharing one database, with a `ChangeListener` each |
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -18,6 +26,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{ChangeListener, ListenerOptions, ListenerStatus, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 use crate::error::StoreError;
