@@ -528,3 +528,73 @@ async fn shares_a_schema_with_the_applications_own_migrations() {
     assert_eq!(store.load_policy().await.unwrap(), None);
     pool.close().await;
 }
+
+/// Makes every write to `table` fail at COMMIT, not at the statement: a deferred
+/// constraint that the write's trigger violates (what a failed commit looks
+/// like to a statement whose rows were already returned).
+async fn fail_commits_on(store: &PostgresStore, table: &str) {
+    for sql in [
+        "CREATE TABLE commit_guard_parent (id TEXT PRIMARY KEY)".to_owned(),
+        "CREATE TABLE commit_guard_child (parent TEXT REFERENCES commit_guard_parent (id) \
+         DEFERRABLE INITIALLY DEFERRED)"
+            .to_owned(),
+        "CREATE FUNCTION commit_guard_fire() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN INSERT INTO commit_guard_child VALUES ('missing'); RETURN NULL; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER commit_guard AFTER INSERT OR UPDATE ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION commit_guard_fire()"
+        ),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn writes_that_fail_at_commit_are_errors_and_leave_nothing_behind() {
+    let schema = TestSchema::new().await;
+    let store = PostgresStore::connect_with(schema.options()).await.unwrap();
+    let record = TokenRecord {
+        id: TokenId::new(),
+        user_id: UserId::new(),
+        hash: TokenHash::of("commit-guard"),
+        hint: "nch_…abcd".into(),
+        issued_at: datetime!(2026-01-01 00:00 UTC),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.insert(&record).await.unwrap();
+    store.save_policy(&Policy::None).await.unwrap();
+    fail_commits_on(&store, "api_tokens").await;
+    fail_commits_on_policy(&store).await;
+
+    let revoked = store
+        .revoke(record.id, datetime!(2026-01-02 00:00 UTC))
+        .await;
+    assert!(
+        revoked.is_err(),
+        "revoke reported {revoked:?} although nothing was committed"
+    );
+    assert_eq!(
+        store.get(record.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
+    assert!(store.save_policy(&Policy::default()).await.is_err());
+    let kept = store.load_policy().await.unwrap().unwrap();
+    assert_eq!((kept.policy, kept.version), (Policy::None, 1));
+}
+
+/// The same guard on the policy table (the helper tables exist already).
+async fn fail_commits_on_policy(store: &PostgresStore) {
+    sqlx::raw_sql(
+        "CREATE TRIGGER commit_guard AFTER INSERT OR UPDATE ON api_token_policy \
+         FOR EACH ROW EXECUTE FUNCTION commit_guard_fire()",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
