@@ -35,8 +35,9 @@ pub enum ConfigError {
         /// The length of a token of the configured format.
         needed: usize,
     },
-    /// `build` was called outside a tokio runtime (the write-behind task needs one).
-    #[error("build the token layer inside a tokio runtime")]
+    /// Called outside a tokio runtime: `build` (for the write-behind task) and
+    /// a store's change listener start tasks on the current runtime.
+    #[error("this needs a tokio runtime: call it from async code running on tokio")]
     NoRuntime,
     /// `failed_attempts` with a maximum of zero would refuse every password.
     #[error("`failed_attempts` must allow at least one attempt")]
