@@ -90,9 +90,33 @@ pub(crate) struct CacheSettings {
     pub(crate) negative_capacity: u64,
 }
 
+/// Hashes a [`TokenHash`] by its own first 8 bytes: a SHA-256 digest is already
+/// uniform. Used only where every key is the digest of a token this service
+/// issued (the resolved entries), so nobody can choose keys that collide; the
+/// negative cache, whose keys callers choose, keeps SipHash.
+#[derive(Default, Clone, Copy)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes; take the first 8.
+        if let Some(head) = bytes.first_chunk::<8>() {
+            self.0 = u64::from_le_bytes(*head);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type DigestBuildHasher = std::hash::BuildHasherDefault<DigestHasher>;
+
 #[derive(Clone)]
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<TokenHash, Arc<CachedToken>>,
+    entries: moka::sync::Cache<TokenHash, Arc<CachedToken>, DigestBuildHasher>,
     unknown: moka::sync::Cache<TokenHash, ()>,
     loads: moka::future::Cache<TokenHash, Arc<CachedToken>>,
     generations: Arc<[AtomicU64]>,
@@ -105,7 +129,7 @@ impl TokenCache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
                 .expire_after(EntryExpiry)
-                .build(),
+                .build_with_hasher(DigestBuildHasher::default()),
             unknown: moka::sync::Cache::builder()
                 .max_capacity(settings.negative_capacity)
                 .time_to_live(settings.negative_ttl)
@@ -220,5 +244,24 @@ impl TokenCache {
         self.stripe(hash).fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate(hash);
         self.unknown.invalidate(hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn digest_hasher_uses_the_digest_itself() {
+        let hash = TokenHash::of("abc");
+        // SHA-256("abc") starts ba 78 16 bf 8f 01 cf ea.
+        let expected = u64::from_le_bytes([0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea]);
+        assert_eq!(DigestBuildHasher::default().hash_one(hash), expected);
+        assert_ne!(
+            DigestBuildHasher::default().hash_one(TokenHash::of("abd")),
+            expected
+        );
     }
 }
