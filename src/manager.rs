@@ -221,11 +221,12 @@ impl ApiTokens {
         password: &Password,
     ) -> Result<User, ManageError> {
         let attempts = &self.shared.attempts;
+        // One check at a time per user name: concurrent guesses are counted
+        // exactly, and concurrent correct passwords are never refused.
+        let _turn = attempts.turn(username).await;
         attempts
-            .begin(username, self.auth().clock.now())
+            .check(username, self.auth().clock.now())
             .map_err(|retry_after| ManageError::RateLimited { retry_after })?;
-        // The attempt counts already; a store failure leaves it counted, which
-        // errs on the side of the lockout.
         match self
             .auth()
             .directory
@@ -236,7 +237,10 @@ impl ApiTokens {
                 attempts.reset(username);
                 Ok(user)
             }
-            None => Err(ManageError::InvalidCredentials),
+            None => {
+                attempts.fail(username, self.auth().clock.now());
+                Err(ManageError::InvalidCredentials)
+            }
         }
     }
 

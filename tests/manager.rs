@@ -320,3 +320,17 @@ async fn concurrent_wrong_passwords_get_no_more_checks_than_the_limit() {
     }
     assert_eq!((checked, limited), (10, 30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_correct_passwords_are_never_refused() {
+    let h = Harness::with(|b| b.failed_attempts(10, Duration::from_secs(600))).await;
+    let attempts: Vec<_> = (0..20)
+        .map(|_| {
+            let tokens = h.tokens.clone();
+            tokio::spawn(async move { tokens.verify_password("alice", &pw("alice")).await })
+        })
+        .collect();
+    for a in attempts {
+        assert_eq!(a.await.unwrap().unwrap().username, "alice");
+    }
+}
