@@ -111,15 +111,20 @@ async fn main() -> ExitCode {
 async fn start(args: &Args) -> Result<(), Box<dyn Error>> {
     let url = &args.database_url;
     if url.starts_with("sqlite:") {
-        let key = server_key(&sqlite_dir(url)?)?;
+        let dir = sqlite_dir(url)?;
+        let key = existing_server_key(&dir)?;
         let listener = bind(args.listen).await?;
-        let store = SqliteStore::connect(url).await?;
+        // A SQLite URL carries no password: safe to name in the error.
+        let store = SqliteStore::connect(url)
+            .await
+            .map_err(|e| format!("opening {url}: {e}"))?;
+        let key = key.map_or_else(|| create_server_key(&dir), Ok)?;
         let tokens = build(store, key, args).await?;
         serve(tokens, listener).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // Several instances share the database; the key file, if any, lives in
         // the working directory, never in the database beside the hashes.
-        let key = server_key(Path::new("."))?;
+        let key = existing_server_key(Path::new("."))?;
         let listener = bind(args.listen).await?;
         run_postgres(url, key, listener, args).await
     } else {
@@ -131,11 +136,12 @@ async fn start(args: &Args) -> Result<(), Box<dyn Error>> {
 #[cfg(feature = "postgres")]
 async fn run_postgres(
     url: &str,
-    key: ServerKey,
+    key: Option<ServerKey>,
     listener: TcpListener,
     args: &Args,
 ) -> Result<(), Box<dyn Error>> {
     let store = PostgresStore::connect(url).await?;
+    let key = key.map_or_else(|| create_server_key(Path::new(".")), Ok)?;
     let tokens = build(store.clone(), key, args).await?;
     // The other instances' revocations, user and policy changes, for as long
     // as this one serves.
@@ -148,7 +154,7 @@ async fn run_postgres(
 #[cfg(not(feature = "postgres"))]
 async fn run_postgres(
     _url: &str,
-    _key: ServerKey,
+    _key: Option<ServerKey>,
     _listener: TcpListener,
     _args: &Args,
 ) -> Result<(), Box<dyn Error>> {
@@ -221,34 +227,48 @@ fn sqlite_dir(url: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// `API_TOKENS_SERVER_KEY`, or the key file in `dir`, created on first start.
-fn server_key(dir: &Path) -> Result<ServerKey, Box<dyn Error>> {
+/// `API_TOKENS_SERVER_KEY`, or the key file in `dir` if it exists; `None` if a
+/// key file must be created (which waits until the store has opened, so a
+/// failed start leaves no key behind).
+fn existing_server_key(dir: &Path) -> Result<Option<ServerKey>, Box<dyn Error>> {
     if let Ok(key) = std::env::var("API_TOKENS_SERVER_KEY") {
-        return ServerKey::new(key).map_err(|e| format!("API_TOKENS_SERVER_KEY: {e}").into());
+        return match ServerKey::new(key) {
+            Ok(key) => Ok(Some(key)),
+            Err(e) => Err(format!("API_TOKENS_SERVER_KEY: {e}").into()),
+        };
     }
     let path = dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(key) => Ok(ServerKey::new(key.trim())?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
-            let key = hex::encode(bytes);
-            // Written aside, then linked into place: an instance starting at the
-            // same moment reads the whole key or none, and only one key wins.
-            let draft = dir.join(format!("{KEY_FILE}.{}.new", std::process::id()));
-            write_private(&draft, key.as_bytes())?;
-            let linked = std::fs::hard_link(&draft, &path);
-            let _ = std::fs::remove_file(&draft);
-            match linked {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "created a new server key");
-                    Ok(ServerKey::new(key)?)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => server_key(dir),
-                Err(e) => Err(format!("writing {}: {e}", path.display()).into()),
-            }
-        }
+        Ok(key) => Ok(Some(
+            ServerKey::new(key.trim()).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("reading {}: {e}", path.display()).into()),
+    }
+}
+
+/// Creates the key file in `dir` with a random key (or reads the one another
+/// instance created a moment earlier).
+fn create_server_key(dir: &Path) -> Result<ServerKey, Box<dyn Error>> {
+    let path = dir.join(KEY_FILE);
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    let key = hex::encode(bytes);
+    // Written aside, then linked into place: an instance starting at the same
+    // moment reads the whole key or none, and only one key wins.
+    let draft = dir.join(format!("{KEY_FILE}.{}.new", std::process::id()));
+    write_private(&draft, key.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", draft.display()))?;
+    let linked = std::fs::hard_link(&draft, &path);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "created a new server key");
+            Ok(ServerKey::new(key)?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => existing_server_key(dir)?
+            .ok_or_else(|| format!("{} vanished while starting", path.display()).into()),
+        Err(e) => Err(format!("writing {}: {e}", path.display()).into()),
     }
 }
 
@@ -264,8 +284,14 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Creates the `admin` user on first start.
 async fn ensure_admin(tokens: &ApiTokens, password: Option<&str>) -> Result<(), Box<dyn Error>> {
+    let exists = || {
+        if password.is_some() {
+            println!("user admin exists already: the given admin password is not applied");
+        }
+        Ok(())
+    };
     if tokens.user_by_name("admin").await?.is_some() {
-        return Ok(());
+        return exists();
     }
     let (password, generated) = match password {
         Some(p) => (p.to_owned(), false),
@@ -284,7 +310,7 @@ async fn ensure_admin(tokens: &ApiTokens, password: Option<&str>) -> Result<(), 
         Ok(()) => {}
         // Another instance on the same database, starting at the same moment,
         // created it first: its password is the one that counts.
-        Err(ManageError::Store(StoreError::Conflict(_))) => return Ok(()),
+        Err(ManageError::Store(StoreError::Conflict(_))) => return exists(),
         Err(e) => return Err(e.into()),
     }
     if generated {
