@@ -643,6 +643,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_issue_that_fails_at_commit_is_an_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+            .await
+            .unwrap();
+        let record = record_at(datetime!(2026-01-01 00:00 UTC));
+        store.insert(&record).await.unwrap();
+        fail_commits_on(&store, "api_tokens").await;
+        let next = TokenRecord {
+            user_id: record.user_id,
+            ..record_at(datetime!(2026-01-02 00:00 UTC))
+        };
+        let active = Active {
+            now: next.issued_at,
+            issued_after: None,
+        };
+        let result = store.issue(&next, active, true).await;
+        assert!(result.is_err(), "issue reported {result:?}");
+        assert_eq!(store.list(None).await.unwrap(), [record]);
+    }
+
+    #[tokio::test]
     async fn a_policy_save_that_fails_at_commit_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
