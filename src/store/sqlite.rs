@@ -789,6 +789,36 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_store_serializes_concurrent_issues() {
+        // `BEGIN IMMEDIATE` on the shared cache of `sqlite::memory:` must wait
+        // (unlock-notify), not fail with "database table is locked".
+        let store = memory().await;
+        let owner = UserId::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..8 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let record = TokenRecord {
+                    user_id: owner,
+                    hash: TokenHash::of(&format!("token {n}")),
+                    ..record_at(datetime!(2026-01-01 00:00 UTC))
+                };
+                let active = Active {
+                    now: record.issued_at,
+                    issued_after: None,
+                };
+                store.issue(&record, active, n % 2 == 0).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let active = store.list(Some(owner)).await.unwrap();
+        let active: Vec<_> = active.iter().filter(|r| r.revoked_at.is_none()).collect();
+        assert_eq!(active.len(), 1, "{active:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_store_serves_concurrent_writers() {
         // `sqlite::memory:` is one shared-cache database across the pool, whose
         // table locks `busy_timeout` does not wait for: without unlock-notify,
