@@ -21,7 +21,7 @@ use crate::layer::ApiTokenAuthLayer;
 use crate::password::Password;
 use crate::policy::{Lifetime, Policy, PolicyError, VersionedPolicy};
 use crate::rejection::DefaultRejection;
-use crate::store::{TokenId, TokenRecord, User, UserId};
+use crate::store::{Active, Issued, TokenId, TokenRecord, User, UserId};
 use crate::token::{ApiToken, RandomnessError, TokenFormat};
 
 /// A token just issued: the plaintext, to hand to its owner once, and its record.
@@ -128,8 +128,6 @@ struct Shared {
     server_key: Option<ServerKey>,
     admin_role: String,
     attempts: Attempts,
-    // Makes "find the user's token, else mint one" atomic on this instance.
-    issuing: tokio::sync::Mutex<()>,
 }
 
 impl ApiTokens {
@@ -150,7 +148,6 @@ impl ApiTokens {
                 server_key,
                 admin_role,
                 attempts,
-                issuing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -248,6 +245,12 @@ impl ApiTokens {
     /// unexpired, unrevoked one (`reused`), or a new one. With `rotate`, the
     /// existing token is revoked and a new one issued.
     ///
+    /// The choice and the write are one atomic step in the store
+    /// ([`TokenStore::issue`](crate::store::TokenStore::issue)), also across
+    /// instances sharing it: concurrent calls for one user get one token, and
+    /// concurrent rotations leave one active. Every token a rotation revoked is
+    /// refused by this instance before this returns.
+    ///
     /// # Errors
     ///
     /// Those of [`verify_password`](Self::verify_password);
@@ -261,37 +264,40 @@ impl ApiTokens {
     ) -> Result<Generated, ManageError> {
         let user = self.verify_password(username, password).await?;
         let lifetime = self.lifetime_for(&user)?;
-        let _issuing = self.shared.issuing.lock().await;
         let now = self.auth().clock.now();
-        let existing = self
+        // Made before the store decides: it is wasted when a token is reused,
+        // but the decision and the insert must be one store call.
+        let fresh = self.new_token(&user, lifetime, now)?;
+        match self
             .auth()
             .store
-            .list(Some(user.id))
+            .issue(&fresh.record, Active::under(lifetime, now), rotate)
             .await?
-            .into_iter()
-            .find(|r| usable(r, lifetime, now));
-        if let Some(record) = existing {
-            if !rotate {
-                return Ok(Generated {
-                    token: self
-                        .shared
-                        .server_key
-                        .as_ref()
-                        .and_then(|key| key.recover(&self.auth().format, &record)),
-                    expires_at: record.effective_expiry(Some(lifetime)).flatten(),
-                    record,
-                    reused: true,
-                });
+        {
+            Issued::Existing(record) => Ok(Generated {
+                token: self
+                    .shared
+                    .server_key
+                    .as_ref()
+                    .and_then(|key| key.recover(&self.auth().format, &record)),
+                expires_at: record.effective_expiry(Some(lifetime)).flatten(),
+                record,
+                reused: true,
+            }),
+            Issued::Inserted { revoked } => {
+                // After the store write: a load that read an old record is now
+                // untrusted.
+                for old in &revoked {
+                    self.auth().cache.invalidate(&old.hash);
+                }
+                Ok(Generated {
+                    token: Some(fresh.token),
+                    expires_at: fresh.record.expires_at,
+                    record: fresh.record,
+                    reused: false,
+                })
             }
-            self.revoke(record.id).await?;
         }
-        let issued = self.mint(&user, lifetime).await?;
-        Ok(Generated {
-            token: Some(issued.token),
-            expires_at: issued.record.expires_at,
-            record: issued.record,
-            reused: false,
-        })
     }
 
     /// Issues a new token for `user_id` under the current policy, without
@@ -322,13 +328,24 @@ impl ApiTokens {
     }
 
     async fn mint(&self, user: &User, lifetime: Lifetime) -> Result<IssuedToken, ManageError> {
+        let issued = self.new_token(user, lifetime, self.auth().clock.now())?;
+        self.auth().store.insert(&issued.record).await?;
+        Ok(issued)
+    }
+
+    /// A new token for `user` issued at `issued_at`, not yet stored.
+    fn new_token(
+        &self,
+        user: &User,
+        lifetime: Lifetime,
+        issued_at: OffsetDateTime,
+    ) -> Result<IssuedToken, ManageError> {
         let format = &self.auth().format;
         let id = TokenId::new();
         let token = match &self.shared.server_key {
             Some(key) => key.derive(format, id),
             None => format.generate()?,
         };
-        let issued_at = self.auth().clock.now();
         let record = TokenRecord {
             id,
             user_id: user.id,
@@ -339,7 +356,6 @@ impl ApiTokens {
             revoked_at: None,
             last_used_at: None,
         };
-        self.auth().store.insert(&record).await?;
         Ok(IssuedToken { token, record })
     }
 
@@ -445,14 +461,6 @@ impl ApiTokens {
     }
 }
 
-/// Whether `record` is a token its owner can still use under `lifetime`.
-fn usable(record: &TokenRecord, lifetime: Lifetime, now: OffsetDateTime) -> bool {
-    record.revoked_at.is_none()
-        && record
-            .effective_expiry(Some(lifetime))
-            .is_some_and(|expiry| expiry.is_none_or(|at| now < at))
-}
-
 impl fmt::Debug for ApiTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiTokens")
@@ -460,5 +468,64 @@ impl fmt::Debug for ApiTokens {
             .field("policy", &self.auth().policy)
             .field("refetchable", &self.refetchable())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::token::TokenHash;
+
+    /// Whether `record` is a token its owner can still use under `lifetime`:
+    /// what the layer enforces, spelled with [`TokenRecord::effective_expiry`].
+    fn usable(record: &TokenRecord, lifetime: Lifetime, now: OffsetDateTime) -> bool {
+        record.revoked_at.is_none()
+            && record
+                .effective_expiry(Some(lifetime))
+                .is_some_and(|expiry| expiry.is_none_or(|at| now < at))
+    }
+
+    #[test]
+    fn active_tokens_are_exactly_the_usable_ones_at_every_boundary() {
+        let now = datetime!(2026-03-04 05:06:07.123_456_789 UTC);
+        let ns = time::Duration::nanoseconds(1);
+        let lifetimes = [
+            Lifetime::Never,
+            Lifetime::Duration(Duration::from_secs(90)),
+            Lifetime::days(1),
+            Lifetime::days(36_500),
+        ];
+        for lifetime in lifetimes {
+            let active = Active::under(lifetime, now);
+            let cut = match lifetime {
+                Lifetime::Never => now - time::Duration::days(40_000),
+                Lifetime::Duration(d) => now - time::Duration::try_from(d).unwrap(),
+            };
+            for issued_at in [cut - ns, cut, cut + ns, now - ns, now] {
+                for expires_at in [None, Some(now - ns), Some(now), Some(now + ns)] {
+                    for revoked_at in [None, Some(now - ns)] {
+                        let record = TokenRecord {
+                            id: TokenId::new(),
+                            user_id: UserId::new(),
+                            hash: TokenHash::of("t"),
+                            hint: String::new(),
+                            issued_at,
+                            expires_at,
+                            revoked_at,
+                            last_used_at: None,
+                        };
+                        assert_eq!(
+                            active.contains(&record),
+                            usable(&record, lifetime, now),
+                            "{lifetime:?} {record:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use tower_api_tokens::StoreError;
 use tower_api_tokens::password::Password;
 use tower_api_tokens::policy::{Lifetime, Policy, Rule, VersionedPolicy};
 use tower_api_tokens::store::{
-    Directory, MemoryStore, TokenId, TokenRecord, TokenStore, User, UserId,
+    Active, Directory, Issued, MemoryStore, TokenId, TokenRecord, TokenStore, User, UserId,
 };
 use tower_api_tokens::token::TokenHash;
 use uuid::Uuid;
@@ -128,6 +128,14 @@ macro_rules! conformance {
                 list_is_newest_first_and_filters_by_user,
                 list_breaks_ties_by_descending_id,
                 touch_keeps_the_latest_time_and_ignores_unknown_ids,
+                issue_inserts_when_the_user_has_no_active_token,
+                issue_reuses_the_newest_active_token_and_inserts_nothing,
+                issue_ignores_expired_revoked_and_policy_cut_tokens,
+                issue_counts_tokens_active_up_to_the_last_nanosecond,
+                issue_with_rotate_revokes_every_active_token_of_that_user_only,
+                issue_with_a_taken_id_or_hash_is_a_conflict_and_revokes_nothing,
+                concurrent_issues_for_one_user_insert_one_token,
+                concurrent_rotations_leave_exactly_one_active_token,
                 fresh_store_has_no_policy,
                 save_policy_counts_versions_from_one,
                 concurrent_policy_saves_get_distinct_versions,
@@ -390,6 +398,273 @@ async fn touch_keeps_the_latest_time_and_ignores_unknown_ids<S: TokenStore + Dir
         .await
         .unwrap();
     assert_eq!(store.get(id(1)).await.unwrap(), Some(used(&a, LATEST)));
+}
+
+// ---------------------------------------------------------------------------
+// Issuing: reuse or insert, and rotate, as one step
+
+/// Active at `LATEST` under a policy with no lifetime limit.
+fn active_at_latest() -> Active {
+    Active {
+        now: LATEST,
+        issued_after: None,
+    }
+}
+
+/// The user's tokens that are active at `at`, newest first.
+async fn active_tokens<S: TokenStore>(store: &S, owner: UserId, at: Active) -> Vec<TokenRecord> {
+    let all = store.list(Some(owner)).await.unwrap();
+    all.into_iter().filter(|r| at.contains(r)).collect()
+}
+
+async fn issue_inserts_when_the_user_has_no_active_token<S: TokenStore + Directory>(store: S) {
+    let other = record(1, user_id(2), ISSUED);
+    store.insert(&other).await.unwrap();
+    let new = record(2, user_id(1), LATER);
+
+    let issued = store.issue(&new, active_at_latest(), false).await.unwrap();
+    assert_eq!(issued, Issued::Inserted { revoked: vec![] });
+    assert_eq!(store.get(new.id).await.unwrap(), Some(new.clone()));
+    assert_eq!(store.find_by_hash(&new.hash).await.unwrap(), Some(new));
+    assert_eq!(store.get(other.id).await.unwrap(), Some(other));
+}
+
+async fn issue_reuses_the_newest_active_token_and_inserts_nothing<S: TokenStore + Directory>(
+    store: S,
+) {
+    let (a, b) = (user_id(1), user_id(2));
+    let older = record(1, a, ISSUED);
+    let newer = record(2, a, LATER);
+    // Bob's token is newer still, but not Alice's.
+    let bobs = record(3, b, LATEST);
+    for r in [&older, &newer, &bobs] {
+        store.insert(r).await.unwrap();
+    }
+    let before = store.list(None).await.unwrap();
+
+    let candidate = record(9, a, LATEST);
+    let issued = store
+        .issue(&candidate, active_at_latest(), false)
+        .await
+        .unwrap();
+    assert_eq!(issued, Issued::Existing(newer));
+    assert_eq!(store.get(candidate.id).await.unwrap(), None);
+    assert_eq!(store.find_by_hash(&candidate.hash).await.unwrap(), None);
+    assert_eq!(store.list(None).await.unwrap(), before);
+}
+
+async fn issue_ignores_expired_revoked_and_policy_cut_tokens<S: TokenStore + Directory>(store: S) {
+    let a = user_id(1);
+    let at = Active {
+        now: LATEST,
+        issued_after: Some(LATER),
+    };
+    // Expired exactly now: `now >= expiry` is expired.
+    let expired = TokenRecord {
+        expires_at: Some(LATEST),
+        ..record(1, a, datetime!(2026-03-04 12:00 UTC))
+    };
+    let revoked = TokenRecord {
+        revoked_at: Some(datetime!(2026-03-04 13:00 UTC)),
+        ..record(2, a, datetime!(2026-03-04 12:00 UTC))
+    };
+    // Issued exactly at `issued_after`: the current lifetime ends now.
+    let cut = record(3, a, LATER);
+    let bobs = record(4, user_id(2), datetime!(2026-03-04 12:00 UTC));
+    for r in [&expired, &revoked, &cut, &bobs] {
+        store.insert(r).await.unwrap();
+    }
+
+    let new = record(9, a, LATEST);
+    let issued = store.issue(&new, at, false).await.unwrap();
+    assert_eq!(issued, Issued::Inserted { revoked: vec![] });
+    // None of them was active, so none of them was touched.
+    for r in [&expired, &revoked, &cut, &bobs] {
+        assert_eq!(store.get(r.id).await.unwrap().as_ref(), Some(r));
+    }
+    assert_eq!(store.get(new.id).await.unwrap(), Some(new));
+}
+
+async fn issue_counts_tokens_active_up_to_the_last_nanosecond<S: TokenStore + Directory>(store: S) {
+    let ns = time::Duration::nanoseconds(1);
+    let at = Active {
+        now: LATEST,
+        issued_after: Some(LATER),
+    };
+    // One nanosecond from expiry, and one nanosecond inside the current lifetime.
+    let expiring = TokenRecord {
+        expires_at: Some(LATEST + ns),
+        ..record(1, user_id(1), datetime!(2026-03-04 12:00 UTC))
+    };
+    let barely = record(2, user_id(2), LATER + ns);
+    store.insert(&expiring).await.unwrap();
+    store.insert(&barely).await.unwrap();
+
+    let issued = store.issue(&record(8, user_id(1), LATEST), at, false).await;
+    assert_eq!(issued.unwrap(), Issued::Existing(expiring));
+    let issued = store.issue(&record(9, user_id(2), LATEST), at, false).await;
+    assert_eq!(issued.unwrap(), Issued::Existing(barely));
+    assert_eq!(store.list(None).await.unwrap().len(), 2);
+}
+
+async fn issue_with_rotate_revokes_every_active_token_of_that_user_only<
+    S: TokenStore + Directory,
+>(
+    store: S,
+) {
+    let (a, b) = (user_id(1), user_id(2));
+    let older = record(1, a, ISSUED);
+    let newer = record(2, a, LATER);
+    let expired = TokenRecord {
+        expires_at: Some(LATER),
+        ..record(3, a, ISSUED)
+    };
+    let revoked_before = TokenRecord {
+        revoked_at: Some(LATER),
+        ..record(4, a, ISSUED)
+    };
+    let bobs = record(5, b, LATER);
+    for r in [&older, &newer, &expired, &revoked_before, &bobs] {
+        store.insert(r).await.unwrap();
+    }
+
+    let new = record(9, a, LATEST);
+    let issued = store.issue(&new, active_at_latest(), true).await.unwrap();
+    let revoked_now = |r: &TokenRecord| TokenRecord {
+        revoked_at: Some(LATEST),
+        ..r.clone()
+    };
+    assert_eq!(
+        issued,
+        Issued::Inserted {
+            revoked: vec![revoked_now(&newer), revoked_now(&older)]
+        }
+    );
+    assert_eq!(
+        store.get(older.id).await.unwrap(),
+        Some(revoked_now(&older))
+    );
+    assert_eq!(
+        store.get(newer.id).await.unwrap(),
+        Some(revoked_now(&newer))
+    );
+    // Not active: left as they were.
+    assert_eq!(store.get(expired.id).await.unwrap(), Some(expired));
+    assert_eq!(
+        store.get(revoked_before.id).await.unwrap(),
+        Some(revoked_before)
+    );
+    assert_eq!(store.get(bobs.id).await.unwrap(), Some(bobs));
+    let active = active_tokens(&store, a, active_at_latest()).await;
+    assert_eq!(active, std::slice::from_ref(&new));
+
+    // Rotating again revokes the token the last rotation issued.
+    let next = record(10, a, LATEST);
+    let issued = store.issue(&next, active_at_latest(), true).await.unwrap();
+    assert_eq!(
+        issued,
+        Issued::Inserted {
+            revoked: vec![revoked_now(&new)]
+        }
+    );
+    assert_eq!(active_tokens(&store, a, active_at_latest()).await, [next]);
+}
+
+async fn issue_with_a_taken_id_or_hash_is_a_conflict_and_revokes_nothing<
+    S: TokenStore + Directory,
+>(
+    store: S,
+) {
+    let a = user_id(1);
+    let current = record(1, a, ISSUED);
+    store.insert(&current).await.unwrap();
+
+    let same_id = TokenRecord {
+        hash: hash(9),
+        ..record(1, a, LATER)
+    };
+    let same_hash = TokenRecord {
+        hash: hash(1),
+        ..record(9, a, LATER)
+    };
+    for clash in [&same_id, &same_hash] {
+        let issued = store.issue(clash, active_at_latest(), true).await;
+        assert!(is_conflict(issued), "{clash:?}");
+    }
+    assert_eq!(store.get(current.id).await.unwrap(), Some(current));
+    assert_eq!(store.find_by_hash(&hash(9)).await.unwrap(), None);
+    assert_eq!(store.list(None).await.unwrap().len(), 1);
+}
+
+async fn concurrent_issues_for_one_user_insert_one_token<S: TokenStore + Directory>(store: S) {
+    let a = user_id(1);
+    let store = Arc::new(store);
+    let mut issues = JoinSet::new();
+    for n in 1..=8u8 {
+        let store = Arc::clone(&store);
+        issues.spawn(async move {
+            let candidate = record(n, a, LATER);
+            match store
+                .issue(&candidate, active_at_latest(), false)
+                .await
+                .unwrap()
+            {
+                Issued::Existing(existing) => (existing.id, false),
+                Issued::Inserted { revoked } => {
+                    assert_eq!(revoked, []);
+                    (candidate.id, true)
+                }
+            }
+        });
+    }
+    let mut ids = BTreeSet::new();
+    let mut inserted = 0;
+    while let Some(done) = issues.join_next().await {
+        let (id, was_inserted) = done.unwrap();
+        ids.insert(id);
+        inserted += usize::from(was_inserted);
+    }
+    assert_eq!(inserted, 1);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let stored = store.list(Some(a)).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(ids.first(), Some(&stored[0].id));
+}
+
+async fn concurrent_rotations_leave_exactly_one_active_token<S: TokenStore + Directory>(store: S) {
+    let a = user_id(1);
+    let first = record(100, a, ISSUED);
+    store.insert(&first).await.unwrap();
+    let store = Arc::new(store);
+    let mut rotations = JoinSet::new();
+    for n in 1..=8u8 {
+        let store = Arc::clone(&store);
+        rotations.spawn(async move {
+            let candidate = record(n, a, LATER);
+            match store
+                .issue(&candidate, active_at_latest(), true)
+                .await
+                .unwrap()
+            {
+                Issued::Inserted { revoked } => revoked,
+                Issued::Existing(existing) => panic!("a rotation reused {existing:?}"),
+            }
+        });
+    }
+    let mut revoked = Vec::new();
+    while let Some(done) = rotations.join_next().await {
+        revoked.extend(done.unwrap().into_iter().map(|r| r.id));
+    }
+    let active = active_tokens(&*store, a, active_at_latest()).await;
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(store.list(Some(a)).await.unwrap().len(), 9);
+    // Each rotation revoked exactly what the one before it issued: every token
+    // but the survivor was revoked once, by one rotation.
+    let unique: BTreeSet<TokenId> = revoked.iter().copied().collect();
+    assert_eq!(revoked.len(), 8, "{revoked:?}");
+    assert_eq!(unique.len(), 8);
+    assert!(unique.contains(&first.id));
+    assert!(!unique.contains(&active[0].id));
 }
 
 // ---------------------------------------------------------------------------

@@ -23,11 +23,11 @@ use tower_api_tokens::clock::ManualClock;
 use tower_api_tokens::password::Password;
 use tower_api_tokens::policy::{Lifetime, Policy, Rule};
 use tower_api_tokens::store::{
-    ChangeListener, Directory, ListenerOptions, PostgresStore, TokenId, TokenRecord, TokenStore,
-    User, UserId,
+    Active, ChangeListener, Directory, Issued, ListenerOptions, PostgresStore, TokenId,
+    TokenRecord, TokenStore, User, UserId,
 };
 use tower_api_tokens::token::TokenHash;
-use tower_api_tokens::{ApiTokens, Builder, ServerKey, StoreError};
+use tower_api_tokens::{ApiTokens, Builder, Generated, ServerKey, StoreError};
 use uuid::Uuid;
 
 use pg::{Proxy, TestSchema};
@@ -203,6 +203,112 @@ async fn revocation_propagation_median_and_worst_of_50() {
         "revocation propagation over {TRIALS} trials: median {median:?}, worst {worst:?}, best {:?}",
         times[0]
     );
+}
+
+// ---------------------------------------------------------------------------
+// Generating on several instances at once
+
+/// How many `generate` calls run at once, split between the two instances.
+const CONCURRENT_GENERATES: usize = 12;
+
+/// `CONCURRENT_GENERATES` calls of `generate(alice, rotate)`, alternating
+/// between `a` and `b`, all started together.
+async fn generate_on_both(a: &Instance, b: &Instance, rotate: bool) -> Vec<Generated> {
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..CONCURRENT_GENERATES {
+        let tokens = if n % 2 == 0 { &a.tokens } else { &b.tokens }.clone();
+        calls.spawn(async move {
+            tokens
+                .generate("alice", &Password::new("alice's password"), rotate)
+                .await
+                .unwrap()
+        });
+    }
+    let mut generated = Vec::with_capacity(CONCURRENT_GENERATES);
+    while let Some(done) = calls.join_next().await {
+        generated.push(done.unwrap());
+    }
+    generated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_generates_on_two_instances_give_one_token() {
+    let schema = TestSchema::new().await;
+    let (a, b, alice) = two_instances(&schema).await;
+
+    let generated = generate_on_both(&a, &b, false).await;
+    let stored = a.tokens.list(Some(alice.id)).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let only = &stored[0];
+    assert_eq!(generated.iter().filter(|g| !g.reused).count(), 1);
+    for g in &generated {
+        assert_eq!(&g.record, only);
+        // The server key lets every instance hand out the same plaintext.
+        let token = g.token.as_ref().expect("a server key is configured");
+        assert_eq!(
+            token.expose(),
+            generated[0].token.as_ref().unwrap().expose()
+        );
+    }
+    let token = generated[0].token.as_ref().unwrap().expose();
+    assert_eq!(a.status(token).await, StatusCode::OK);
+    assert_eq!(b.status(token).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_on_two_instances_leave_one_active_token() {
+    let schema = TestSchema::new().await;
+    let (a, b, alice) = two_instances(&schema).await;
+    let first = a
+        .tokens
+        .generate("alice", &Password::new("alice's password"), false)
+        .await
+        .unwrap();
+    let first_token = first.token.clone().unwrap();
+    // Both instances have it cached: only a revocation can make them refuse it.
+    assert_eq!(a.status(first_token.expose()).await, StatusCode::OK);
+    assert_eq!(b.status(first_token.expose()).await, StatusCode::OK);
+
+    let generated = generate_on_both(&a, &b, true).await;
+    assert!(generated.iter().all(|g| !g.reused));
+    let stored = a.tokens.list(Some(alice.id)).await.unwrap();
+    assert_eq!(stored.len(), CONCURRENT_GENERATES + 1);
+    let active: Vec<&TokenRecord> = stored.iter().filter(|r| r.revoked_at.is_none()).collect();
+    assert_eq!(active.len(), 1, "{active:?}");
+    let survivor = active[0].id;
+
+    // Every other token, the first included, is refused by both instances
+    // (the one that did not revoke it hears so through its listener).
+    let mut tokens = vec![(first.record.id, first_token)];
+    tokens.extend(
+        generated
+            .into_iter()
+            .map(|g| (g.record.id, g.token.unwrap())),
+    );
+    for (id, token) in &tokens {
+        for instance in [&a, &b] {
+            if *id == survivor {
+                assert_eq!(instance.status(token.expose()).await, StatusCode::OK);
+            } else {
+                until_status(
+                    instance,
+                    token.expose(),
+                    StatusCode::UNAUTHORIZED,
+                    &[StatusCode::OK],
+                    PROPAGATION,
+                )
+                .await;
+            }
+        }
+    }
+    // And the survivor is what either instance hands out from now on.
+    let again = b
+        .tokens
+        .generate("alice", &Password::new("alice's password"), false)
+        .await
+        .unwrap();
+    assert!(again.reused);
+    assert_eq!(again.record.id, survivor);
 }
 
 // ---------------------------------------------------------------------------
@@ -418,6 +524,53 @@ async fn writes_publish_their_notice_only_when_they_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_publishes_a_notice_for_each_token_it_revokes() {
+    let schema = TestSchema::new().await;
+    let store = PostgresStore::connect_with(schema.options()).await.unwrap();
+    let mut ear = PgListener::connect_with(store.pool()).await.unwrap();
+    ear.listen(store.channel()).await.unwrap();
+    let alice = UserId::new();
+    for n in [1, 2] {
+        store.insert(&record(n, alice)).await.unwrap();
+    }
+    let active = Active {
+        now: datetime!(2026-03-05 00:00 UTC),
+        issued_after: None,
+    };
+
+    // Reusing, and a rotation that fails (its hash is taken), publish nothing.
+    let reused = store.issue(&record(9, alice), active, false).await.unwrap();
+    assert!(matches!(reused, Issued::Existing(_)), "{reused:?}");
+    let clash = TokenRecord {
+        hash: TokenHash::from_bytes([1; 32]),
+        ..record(9, alice)
+    };
+    assert!(matches!(
+        store.issue(&clash, active, true).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        notices_until_marker(&mut ear, &store).await,
+        Vec::<String>::new()
+    );
+
+    let rotated = store.issue(&record(9, alice), active, true).await.unwrap();
+    let Issued::Inserted { revoked } = rotated else {
+        panic!("a rotation reused a token");
+    };
+    assert_eq!(revoked.len(), 2);
+    let mut notices = notices_until_marker(&mut ear, &store).await;
+    notices.sort();
+    assert_eq!(
+        notices,
+        [
+            format!("token:{}", "01".repeat(32)),
+            format!("token:{}", "02".repeat(32)),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_in_different_schemas_use_different_channels() {
     let (one, two) = (TestSchema::new().await, TestSchema::new().await);
     let one = PostgresStore::connect_with(one.options()).await.unwrap();
@@ -586,6 +739,21 @@ async fn writes_that_fail_at_commit_are_errors_and_leave_nothing_behind() {
     assert!(store.save_policy(&Policy::default()).await.is_err());
     let kept = store.load_policy().await.unwrap().unwrap();
     assert_eq!((kept.policy, kept.version), (Policy::None, 1));
+
+    // A rotation is one transaction: neither its revocation nor its insert stays.
+    let next = TokenRecord {
+        id: TokenId::new(),
+        hash: TokenHash::of("commit-guard-next"),
+        issued_at: datetime!(2026-01-02 00:00 UTC),
+        ..record.clone()
+    };
+    let active = Active {
+        now: next.issued_at,
+        issued_after: None,
+    };
+    let rotated = store.issue(&next, active, true).await;
+    assert!(rotated.is_err(), "issue reported {rotated:?}");
+    assert_eq!(store.list(None).await.unwrap(), [record]);
 }
 
 /// The same guard on the policy table (the helper tables exist already).

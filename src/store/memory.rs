@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{Directory, TokenId, TokenRecord, TokenStore, User, UserId};
+use super::{Active, Directory, Issued, TokenId, TokenRecord, TokenStore, User, UserId};
 use crate::error::StoreError;
 use crate::password::{self, Password};
 use crate::policy::{Policy, VersionedPolicy};
@@ -136,6 +136,41 @@ impl TokenStore for MemoryStore {
         };
         data.policy = Some(saved.clone());
         Ok(saved)
+    }
+
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        // One lock held from the decision to the write: that is the atomicity.
+        let mut data = self.data();
+        let mut current: Vec<TokenRecord> = data
+            .tokens
+            .values()
+            .filter(|r| r.user_id == record.user_id && active.contains(r))
+            .cloned()
+            .collect();
+        // Newest first, as `list` orders them.
+        current.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(b.id.cmp(&a.id)));
+        if !rotate && let Some(newest) = current.first() {
+            return Ok(Issued::Existing(newest.clone()));
+        }
+        // Checked before anything changes, so a conflict revokes nothing.
+        if data.tokens.contains_key(&record.id) || data.by_hash.contains_key(&record.hash) {
+            return Err(StoreError::Conflict("token id or hash exists"));
+        }
+        let mut revoked = Vec::with_capacity(current.len());
+        for old in current {
+            if let Some(old) = data.tokens.get_mut(&old.id) {
+                old.revoked_at.get_or_insert(record.issued_at);
+                revoked.push(old.clone());
+            }
+        }
+        data.by_hash.insert(record.hash, record.id);
+        data.tokens.insert(record.id, record.clone());
+        Ok(Issued::Inserted { revoked })
     }
 }
 

@@ -153,6 +153,77 @@ impl TokenRecord {
     }
 }
 
+/// Which of a user's tokens count as **active** for [`TokenStore::issue`]: the
+/// ones their owner can still use at `now` under the policy in force.
+///
+/// A record is active when
+///
+/// ```text
+/// revoked_at IS NULL
+///   AND (expires_at IS NULL OR expires_at > now)
+///   AND (issued_after IS NULL OR issued_at > issued_after)
+/// ```
+///
+/// `issued_after` is `now` minus the lifetime the current policy grants the
+/// user, so a token that the policy has cut short
+/// ([`TokenRecord::effective_expiry`]) is not active: `issued_at + lifetime >
+/// now` is `issued_at > now - lifetime`. Both bounds are strict, because a
+/// token expires at its expiry (`now >= expiry` is expired).
+/// [`Active::under`] computes it; [`Active::contains`] is the same test in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Active {
+    /// The time to judge expiry at.
+    pub now: OffsetDateTime,
+    /// Only tokens issued strictly after this count (`None`: the policy grants
+    /// an unlimited lifetime, so it cuts nothing short).
+    pub issued_after: Option<OffsetDateTime>,
+}
+
+impl Active {
+    /// Active at `now` for a user the policy now grants `lifetime`.
+    pub fn under(lifetime: crate::policy::Lifetime, now: OffsetDateTime) -> Self {
+        let issued_after = match lifetime {
+            crate::policy::Lifetime::Never => None,
+            // A lifetime beyond the calendar cuts nothing short, as in
+            // `Lifetime::expiry_from`.
+            crate::policy::Lifetime::Duration(d) => time::Duration::try_from(d)
+                .ok()
+                .and_then(|d| now.checked_sub(d)),
+        };
+        Self { now, issued_after }
+    }
+
+    /// Whether `record` is active (see the type's documentation). Stores that
+    /// filter in memory use this; SQL stores spell the same test out.
+    pub fn contains(&self, record: &TokenRecord) -> bool {
+        record.revoked_at.is_none()
+            && record.expires_at.is_none_or(|at| at > self.now)
+            && self
+                .issued_after
+                .is_none_or(|after| record.issued_at > after)
+    }
+}
+
+/// What [`TokenStore::issue`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issued {
+    /// The user already had an active token (the newest one, when several
+    /// are active); nothing was written.
+    Existing(TokenRecord),
+    /// The new record was inserted, after the user's active tokens (if any)
+    /// were revoked, all in one atomic step.
+    Inserted {
+        /// The tokens revoked, as they now are, newest first. Each must be
+        /// dropped from every cache that may hold it.
+        revoked: Vec<TokenRecord>,
+    },
+}
+
+/// The error of the default [`TokenStore::issue`].
+#[derive(Debug, thiserror::Error)]
+#[error("this token store does not implement `TokenStore::issue`")]
+struct IssueNotImplemented;
+
 /// Token records by hash. Implementations must be safe to share across tasks.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -186,6 +257,46 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Stores `policy` as the next version and returns it.
     async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError>;
+
+    /// Gives `record.user_id` a token, as one atomic step: the decision and
+    /// the write can interleave with no other call of this method for the same
+    /// user, in this process or in any other that shares the store.
+    ///
+    /// - Without `rotate`, if the user has an [`Active`] token, returns the
+    ///   newest one as [`Issued::Existing`] and writes nothing.
+    /// - Otherwise (with `rotate`, or with no active token), revokes every
+    ///   active token of the user at `record.issued_at`, inserts `record`, and
+    ///   returns the revoked records as [`Issued::Inserted`]. Tokens of other
+    ///   users, and the user's tokens that are not active, are left alone.
+    ///
+    /// So N concurrent calls without `rotate` for a user with no active token
+    /// insert exactly one record and all return its id (the first inserts, the
+    /// rest see it), and N concurrent rotations leave exactly one active token.
+    ///
+    /// A store shared by several processes must make this atomic across them
+    /// (a lock on the user taken inside the transaction, say); a store that
+    /// publishes revocations to other instances (as `PostgresStore`'s `revoke`
+    /// does) must publish every revocation made here too, in the same
+    /// transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if `record`'s id or hash exists; nothing is
+    /// revoked then. Any other failure leaves the store as it was.
+    ///
+    /// The default implementation fails with [`StoreError::Backend`]: only the
+    /// store can make this atomic, so it is not composed from the other
+    /// methods. [`ApiTokens::generate`](crate::ApiTokens::generate) needs it;
+    /// the rest of the crate does not.
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        let _ = (record, active, rotate);
+        Err(StoreError::backend(IssueNotImplemented))
+    }
 }
 
 /// Users: who they are now, and the password check for re-authentication.
@@ -243,6 +354,14 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
         (**self).save_policy(policy).await
+    }
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        (**self).issue(record, active, rotate).await
     }
 }
 

@@ -13,7 +13,7 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Directory, TokenId, TokenRecord, TokenStore, User, UserId};
+use super::{Active, Directory, Issued, TokenId, TokenRecord, TokenStore, User, UserId};
 use crate::error::StoreError;
 use crate::password::{self, Password};
 use crate::policy::{Policy, VersionedPolicy};
@@ -171,6 +171,17 @@ fn nanos_opt(at: Option<OffsetDateTime>, column: &'static str) -> Result<Option<
     at.map(|at| nanos(at, column)).transpose()
 }
 
+/// `active`'s bounds as stored: `now` and `issued_after` in nanoseconds. An
+/// `issued_after` before the times this store keeps excludes nothing.
+fn active_bounds(active: Active) -> Result<(i64, Option<i64>), StoreError> {
+    let now = nanos(active.now, "now")?;
+    let issued_after = match active.issued_after {
+        Some(after) if after.unix_timestamp_nanos() < i128::from(i64::MIN) => None,
+        after => nanos_opt(after, "issued_after")?,
+    };
+    Ok((now, issued_after))
+}
+
 fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
@@ -227,6 +238,30 @@ fn roles_json(user: &User) -> Result<String, StoreError> {
     serde_json::to_string(&user.roles).map_err(StoreError::backend)
 }
 
+/// Inserts `record` on `conn` (a pooled connection or a transaction).
+async fn insert_token(
+    conn: &mut sqlx::SqliteConnection,
+    record: &TokenRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO api_tokens (",
+        token_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(record.id.to_string())
+    .bind(record.user_id.to_string())
+    .bind(record.hash.to_hex().as_str())
+    .bind(record.hint.as_str())
+    .bind(nanos(record.issued_at, "issued_at")?)
+    .bind(nanos_opt(record.expires_at, "expires_at")?)
+    .bind(nanos_opt(record.revoked_at, "revoked_at")?)
+    .bind(nanos_opt(record.last_used_at, "last_used_at")?)
+    .execute(conn)
+    .await
+    .map_err(|e| write_error(e, "token id or hash exists"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
@@ -260,23 +295,8 @@ impl TokenStore for SqliteStore {
     }
 
     async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO api_tokens (",
-            token_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .bind(record.id.to_string())
-        .bind(record.user_id.to_string())
-        .bind(record.hash.to_hex().as_str())
-        .bind(record.hint.as_str())
-        .bind(nanos(record.issued_at, "issued_at")?)
-        .bind(nanos_opt(record.expires_at, "expires_at")?)
-        .bind(nanos_opt(record.revoked_at, "revoked_at")?)
-        .bind(nanos_opt(record.last_used_at, "last_used_at")?)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| write_error(e, "token id or hash exists"))?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        insert_token(&mut conn, record).await
     }
 
     async fn revoke(
@@ -386,6 +406,70 @@ impl TokenStore for SqliteStore {
             policy: policy.clone(),
             version: u64::try_from(version).map_err(|_| malformed("version"))?,
         })
+    }
+
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        let (now, issued_after) = active_bounds(active)?;
+        let user_id = record.user_id.to_string();
+        // The write lock is taken up front (`IMMEDIATE`), so a second caller
+        // waits (busy timeout) before its SELECT rather than deciding on a
+        // snapshot the first caller is about to change; a deferred transaction
+        // would instead fail with SQLITE_BUSY when it tried to upgrade.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::backend)?;
+        if !rotate {
+            let newest = sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL \
+                  AND (expires_at IS NULL OR expires_at > $2) \
+                  AND ($3 IS NULL OR issued_at > $3) \
+                  ORDER BY issued_at DESC, id DESC LIMIT 1"
+            ))
+            .bind(user_id.as_str())
+            .bind(now)
+            .bind(issued_after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+            if let Some(row) = newest.first() {
+                let existing = token_record(row)?;
+                tx.rollback().await.map_err(StoreError::backend)?;
+                return Ok(Issued::Existing(existing));
+            }
+        }
+        // Every active token of the user, not only the newest: a rotation
+        // leaves exactly one. Stepped to its end (`fetch_all`; see `revoke`).
+        let mut revoked = sqlx::query(concat!(
+            "UPDATE api_tokens SET revoked_at = $4 WHERE user_id = $1 AND revoked_at IS NULL \
+              AND (expires_at IS NULL OR expires_at > $2) \
+              AND ($3 IS NULL OR issued_at > $3) \
+              RETURNING ",
+            token_columns!()
+        ))
+        .bind(user_id.as_str())
+        .bind(now)
+        .bind(issued_after)
+        .bind(nanos(record.issued_at, "revoked_at")?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?
+        .iter()
+        .map(token_record)
+        .collect::<Result<Vec<_>, _>>()?;
+        revoked.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(b.id.cmp(&a.id)));
+        insert_token(&mut tx, record).await?;
+        // A failure here (or at any step above) rolls everything back on drop.
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(Issued::Inserted { revoked })
     }
 }
 
@@ -559,6 +643,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_issue_that_fails_at_commit_is_an_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+            .await
+            .unwrap();
+        let record = record_at(datetime!(2026-01-01 00:00 UTC));
+        store.insert(&record).await.unwrap();
+        fail_commits_on(&store, "api_tokens").await;
+        let next = TokenRecord {
+            user_id: record.user_id,
+            ..record_at(datetime!(2026-01-02 00:00 UTC))
+        };
+        let active = Active {
+            now: next.issued_at,
+            issued_after: None,
+        };
+        let result = store.issue(&next, active, true).await;
+        assert!(result.is_err(), "issue reported {result:?}");
+        assert_eq!(store.list(None).await.unwrap(), [record]);
+    }
+
+    #[tokio::test]
     async fn a_policy_save_that_fails_at_commit_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
@@ -680,6 +786,36 @@ mod tests {
         app.run(&pool).await.unwrap();
         SqliteStore::from_pool(pool).await.unwrap();
         assert_eq!(store.load_policy().await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_store_serializes_concurrent_issues() {
+        // `BEGIN IMMEDIATE` on the shared cache of `sqlite::memory:` must wait
+        // (unlock-notify), not fail with "database table is locked".
+        let store = memory().await;
+        let owner = UserId::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..8 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let record = TokenRecord {
+                    user_id: owner,
+                    hash: TokenHash::of(&format!("token {n}")),
+                    ..record_at(datetime!(2026-01-01 00:00 UTC))
+                };
+                let active = Active {
+                    now: record.issued_at,
+                    issued_after: None,
+                };
+                store.issue(&record, active, n % 2 == 0).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let active = store.list(Some(owner)).await.unwrap();
+        let active: Vec<_> = active.iter().filter(|r| r.revoked_at.is_none()).collect();
+        assert_eq!(active.len(), 1, "{active:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

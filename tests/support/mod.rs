@@ -18,7 +18,7 @@ use tower_api_tokens::clock::ManualClock;
 use tower_api_tokens::password::Password;
 use tower_api_tokens::policy::{Policy, VersionedPolicy};
 use tower_api_tokens::store::{
-    Directory, MemoryStore, TokenId, TokenRecord, TokenStore, User, UserId,
+    Active, Directory, Issued, MemoryStore, TokenId, TokenRecord, TokenStore, User, UserId,
 };
 use tower_api_tokens::token::TokenHash;
 use tower_api_tokens::{ApiTokens, Builder, Principal, StoreError};
@@ -112,6 +112,14 @@ impl TokenStore for TestStore {
     }
     async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
         self.inner.save_policy(policy).await
+    }
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        self.inner.issue(record, active, rotate).await
     }
 }
 

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use self::listener::{ChangeListener, ListenerOptions, ListenerStatus};
-use super::{Directory, TokenId, TokenRecord, TokenStore, User, UserId};
+use super::{Active, Directory, Issued, TokenId, TokenRecord, TokenStore, User, UserId};
 use crate::error::StoreError;
 use crate::password::{self, Password};
 use crate::policy::{Policy, VersionedPolicy};
@@ -81,7 +81,7 @@ macro_rules! token_columns {
 ///
 /// | write | payload |
 /// |---|---|
-/// | [`TokenStore::revoke`] (also by a rotation) | `token:` and the token's SHA-256 in lower-case hex |
+/// | [`TokenStore::revoke`], and each token [`TokenStore::issue`] revokes (a rotation) | `token:` and the token's SHA-256 in lower-case hex |
 /// | [`TokenStore::save_policy`] | `policy:` and the new version |
 /// | [`Directory::update_user`] | `user:` and the user's id |
 ///
@@ -329,6 +329,17 @@ fn nanos_opt(at: Option<OffsetDateTime>, column: &'static str) -> Result<Option<
     at.map(|at| nanos(at, column)).transpose()
 }
 
+/// `active`'s bounds as stored: `now` and `issued_after` in nanoseconds. An
+/// `issued_after` before the times this store keeps excludes nothing.
+fn active_bounds(active: Active) -> Result<(i64, Option<i64>), StoreError> {
+    let now = nanos(active.now, "now")?;
+    let issued_after = match active.issued_after {
+        Some(after) if after.unix_timestamp_nanos() < i128::from(i64::MIN) => None,
+        after => nanos_opt(after, "issued_after")?,
+    };
+    Ok((now, issued_after))
+}
+
 fn column<'r, T>(row: &'r PgRow, name: &'static str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
@@ -382,6 +393,30 @@ fn roles_json(user: &User) -> Result<String, StoreError> {
     serde_json::to_string(&user.roles).map_err(StoreError::backend)
 }
 
+/// Inserts `record` on `conn` (a pooled connection or a transaction).
+async fn insert_token(
+    conn: &mut sqlx::PgConnection,
+    record: &TokenRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO api_tokens (",
+        token_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(record.id.to_string())
+    .bind(record.user_id.to_string())
+    .bind(record.hash.to_hex().as_str())
+    .bind(record.hint.as_str())
+    .bind(nanos(record.issued_at, "issued_at")?)
+    .bind(nanos_opt(record.expires_at, "expires_at")?)
+    .bind(nanos_opt(record.revoked_at, "revoked_at")?)
+    .bind(nanos_opt(record.last_used_at, "last_used_at")?)
+    .execute(conn)
+    .await
+    .map_err(|e| write_error(e, "token id or hash exists"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl TokenStore for PostgresStore {
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
@@ -416,23 +451,8 @@ impl TokenStore for PostgresStore {
 
     async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
         // No notice: no instance can hold a token that did not exist.
-        sqlx::query(concat!(
-            "INSERT INTO api_tokens (",
-            token_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .bind(record.id.to_string())
-        .bind(record.user_id.to_string())
-        .bind(record.hash.to_hex().as_str())
-        .bind(record.hint.as_str())
-        .bind(nanos(record.issued_at, "issued_at")?)
-        .bind(nanos_opt(record.expires_at, "expires_at")?)
-        .bind(nanos_opt(record.revoked_at, "revoked_at")?)
-        .bind(nanos_opt(record.last_used_at, "last_used_at")?)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| write_error(e, "token id or hash exists"))?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        insert_token(&mut conn, record).await
     }
 
     async fn revoke(
@@ -550,6 +570,77 @@ impl TokenStore for PostgresStore {
             policy: policy.clone(),
             version: u64::try_from(version).map_err(|_| malformed("version"))?,
         })
+    }
+
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        let (now, issued_after) = active_bounds(active)?;
+        let user_id = record.user_id.to_string();
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        // Row locks cannot guard a token that does not exist yet, so the user
+        // is locked instead: a transaction-scoped advisory lock, released at
+        // COMMIT or ROLLBACK, that every instance on this schema takes for
+        // this user before deciding. Under READ COMMITTED each statement
+        // after it sees what earlier holders committed. The key is namespaced
+        // by the channel (so by schema), leaving other schemas' users alone.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{}:{user_id}", self.channel()))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        if !rotate {
+            let newest = sqlx::query(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL \
+                  AND (expires_at IS NULL OR expires_at > $2) \
+                  AND ($3::bigint IS NULL OR issued_at > $3::bigint) \
+                  ORDER BY issued_at DESC, id DESC LIMIT 1"
+            ))
+            .bind(user_id.as_str())
+            .bind(now)
+            .bind(issued_after)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+            if let Some(row) = newest {
+                let existing = token_record(&row)?;
+                tx.rollback().await.map_err(StoreError::backend)?;
+                return Ok(Issued::Existing(existing));
+            }
+        }
+        // Every active token of the user, not only the newest: a rotation
+        // leaves exactly one.
+        let mut revoked = sqlx::query(concat!(
+            "UPDATE api_tokens SET revoked_at = $4 WHERE user_id = $1 AND revoked_at IS NULL \
+              AND (expires_at IS NULL OR expires_at > $2) \
+              AND ($3::bigint IS NULL OR issued_at > $3::bigint) \
+              RETURNING ",
+            token_columns!()
+        ))
+        .bind(user_id.as_str())
+        .bind(now)
+        .bind(issued_after)
+        .bind(nanos(record.issued_at, "revoked_at")?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?
+        .iter()
+        .map(token_record)
+        .collect::<Result<Vec<_>, _>>()?;
+        revoked.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(b.id.cmp(&a.id)));
+        // As `revoke` does: delivered if, and only if, this transaction commits.
+        for old in &revoked {
+            let payload = format!("{TOKEN_NOTICE}{}", old.hash.to_hex().as_str());
+            self.notify(&mut tx, payload).await?;
+        }
+        insert_token(&mut tx, record).await?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(Issued::Inserted { revoked })
     }
 }
 
