@@ -19,8 +19,16 @@ use http_body_util::Full;
 use sha2::{Digest, Sha256};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+/// The inner service of every variant: a typical small response. Real responses
+/// carry headers, so the response's header map is already allocated when the
+/// layer adds its expiry header.
 async fn bare(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::default()))
+    let mut res = Response::new(Full::default());
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    Ok(res)
 }
 
 /// What a principal costs to carry: shared user data.

@@ -19,7 +19,8 @@ use tower_api_tokens::StoreError;
 use tower_api_tokens::password::Password;
 use tower_api_tokens::policy::{Policy, VersionedPolicy};
 use tower_api_tokens::store::{
-    Directory, MemoryStore, SqliteStore, TokenId, TokenRecord, TokenStore, User, UserId,
+    Active, Directory, Issued, MemoryStore, SqliteStore, TokenId, TokenRecord, TokenStore, User,
+    UserId,
 };
 use tower_api_tokens::token::TokenHash;
 
@@ -65,6 +66,14 @@ impl TokenStore for SlowStore {
     }
     async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
         self.inner.save_policy(policy).await
+    }
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        self.inner.issue(record, active, rotate).await
     }
 }
 

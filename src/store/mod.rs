@@ -219,11 +219,6 @@ pub enum Issued {
     },
 }
 
-/// The error of the default [`TokenStore::issue`].
-#[derive(Debug, thiserror::Error)]
-#[error("this token store does not implement `TokenStore::issue`")]
-struct IssueNotImplemented;
-
 /// Token records by hash. Implementations must be safe to share across tasks.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -284,19 +279,14 @@ pub trait TokenStore: Send + Sync + 'static {
     /// [`StoreError::Conflict`] if `record`'s id or hash exists; nothing is
     /// revoked then. Any other failure leaves the store as it was.
     ///
-    /// The default implementation fails with [`StoreError::Backend`]: only the
-    /// store can make this atomic, so it is not composed from the other
-    /// methods. [`ApiTokens::generate`](crate::ApiTokens::generate) needs it;
-    /// the rest of the crate does not.
+    /// There is no default: only the store can make this atomic, and composing
+    /// it from the other methods would bring back the race it exists to close.
     async fn issue(
         &self,
         record: &TokenRecord,
         active: Active,
         rotate: bool,
-    ) -> Result<Issued, StoreError> {
-        let _ = (record, active, rotate);
-        Err(StoreError::backend(IssueNotImplemented))
-    }
+    ) -> Result<Issued, StoreError>;
 }
 
 /// Users: who they are now, and the password check for re-authentication.
