@@ -168,9 +168,8 @@ fn token_of(a: &Answer) -> String {
 
 #[tokio::test]
 async fn the_whole_story_over_http_and_sqlite() {
-    // Everything the service logs on this thread, at TRACE (hyper, axum, the layer).
-    let capture = support::Capture::default();
-    let guard = capture.install();
+    // Everything the service logs, at TRACE (hyper, axum, sqlx, the layer).
+    let capture = support::Capture::global();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("api-tokens.db");
     let clock = ManualClock::new(T0);
@@ -468,7 +467,6 @@ async fn the_whole_story_over_http_and_sqlite() {
     }
     svc.stop().await;
 
-    drop(guard);
     let log = capture.text();
     assert!(log.contains("authenticate"), "the capture saw nothing");
     for secret in &secrets {
@@ -484,6 +482,7 @@ async fn the_whole_story_over_http_and_sqlite() {
 
 #[tokio::test]
 async fn failed_passwords_are_rate_limited_with_retry_after() {
+    support::Capture::global();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let svc = Service::start(&dir.path().join("db"), &clock).await;
@@ -516,6 +515,7 @@ async fn failed_passwords_are_rate_limited_with_retry_after() {
 
 #[tokio::test]
 async fn malformed_bodies_get_json_errors_without_echoing_them() {
+    support::Capture::global();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let svc = Service::start(&dir.path().join("db"), &clock).await;

@@ -8,11 +8,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use super::sql::{
+    StoreRow, active_bounds, malformed, nanos, nanos_opt, roles_json, token_record, user,
+    write_error,
+};
 use super::{Active, Directory, Issued, TokenId, TokenRecord, TokenStore, User, UserId};
 use crate::error::StoreError;
 use crate::password::{self, Password};
@@ -137,105 +140,6 @@ impl fmt::Debug for SqliteStore {
             .field("idle", &self.pool.num_idle())
             .finish()
     }
-}
-
-/// A value that cannot be written as this store encodes it, or a stored value
-/// this store did not write.
-#[derive(Debug, thiserror::Error)]
-enum EncodingError {
-    #[error("`{0}` is outside the times the SQLite store keeps (1677-09-21 to 2262-04-11)")]
-    TimeOutOfRange(&'static str),
-    #[error("the stored `{0}` is malformed")]
-    Malformed(&'static str),
-}
-
-/// A unique-key violation is the caller's [`StoreError::Conflict`]; anything
-/// else is the backend's failure.
-fn write_error(err: sqlx::Error, conflict: &'static str) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(conflict),
-        _ => StoreError::backend(err),
-    }
-}
-
-fn malformed(column: &'static str) -> StoreError {
-    StoreError::backend(EncodingError::Malformed(column))
-}
-
-fn nanos(at: OffsetDateTime, column: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(at.unix_timestamp_nanos())
-        .map_err(|_| StoreError::backend(EncodingError::TimeOutOfRange(column)))
-}
-
-fn nanos_opt(at: Option<OffsetDateTime>, column: &'static str) -> Result<Option<i64>, StoreError> {
-    at.map(|at| nanos(at, column)).transpose()
-}
-
-/// `active`'s bounds as stored: `now` and `issued_after` in nanoseconds. An
-/// `issued_after` before the times this store keeps excludes nothing.
-fn active_bounds(active: Active) -> Result<(i64, Option<i64>), StoreError> {
-    let now = nanos(active.now, "now")?;
-    let issued_after = match active.issued_after {
-        Some(after) if after.unix_timestamp_nanos() < i128::from(i64::MIN) => None,
-        after => nanos_opt(after, "issued_after")?,
-    };
-    Ok((now, issued_after))
-}
-
-fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(name).map_err(StoreError::backend)
-}
-
-fn time_column(row: &SqliteRow, name: &'static str) -> Result<OffsetDateTime, StoreError> {
-    let nanos: i64 = column(row, name)?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).map_err(|_| malformed(name))
-}
-
-fn time_column_opt(
-    row: &SqliteRow,
-    name: &'static str,
-) -> Result<Option<OffsetDateTime>, StoreError> {
-    let nanos: Option<i64> = column(row, name)?;
-    nanos
-        .map(|n| OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)))
-        .transpose()
-        .map_err(|_| malformed(name))
-}
-
-fn uuid_column(row: &SqliteRow, name: &'static str) -> Result<Uuid, StoreError> {
-    let text: String = column(row, name)?;
-    Uuid::parse_str(&text).map_err(|_| malformed(name))
-}
-
-fn token_record(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    let hash: String = column(row, "hash")?;
-    Ok(TokenRecord {
-        id: TokenId(uuid_column(row, "id")?),
-        user_id: UserId(uuid_column(row, "user_id")?),
-        hash: TokenHash::from_hex(&hash).map_err(|_| malformed("hash"))?,
-        hint: column(row, "hint")?,
-        issued_at: time_column(row, "issued_at")?,
-        expires_at: time_column_opt(row, "expires_at")?,
-        revoked_at: time_column_opt(row, "revoked_at")?,
-        last_used_at: time_column_opt(row, "last_used_at")?,
-    })
-}
-
-fn user(row: &SqliteRow) -> Result<User, StoreError> {
-    let roles: String = column(row, "roles")?;
-    Ok(User {
-        id: UserId(uuid_column(row, "id")?),
-        username: column(row, "username")?,
-        roles: serde_json::from_str(&roles).map_err(|_| malformed("roles"))?,
-        identity_provider: column(row, "identity_provider")?,
-    })
-}
-
-fn roles_json(user: &User) -> Result<String, StoreError> {
-    serde_json::to_string(&user.roles).map_err(StoreError::backend)
 }
 
 /// Inserts `record` on `conn` (a pooled connection or a transaction).
@@ -377,8 +281,8 @@ impl TokenStore for SqliteStore {
         else {
             return Ok(None);
         };
-        let policy: String = column(&row, "policy")?;
-        let version: i64 = column(&row, "version")?;
+        let policy: String = row.text("policy")?;
+        let version: i64 = row.int("version")?;
         Ok(Some(VersionedPolicy {
             policy: policy.parse().map_err(|_| malformed("policy"))?,
             version: u64::try_from(version).map_err(|_| malformed("version"))?,
@@ -516,7 +420,7 @@ impl Directory for SqliteStore {
         .await
         .map_err(StoreError::backend)?;
         let found = match row {
-            Some(row) => Some((user(&row)?, column(&row, "password_hash")?)),
+            Some(row) => Some((user(&row)?, row.text("password_hash")?)),
             None => None,
         };
         // An unknown user is checked against a dummy hash: same cost, no oracle.
@@ -567,6 +471,9 @@ mod tests {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     use time::macros::datetime;
+
+    use sqlx::Row;
+    use uuid::Uuid;
 
     use super::*;
 

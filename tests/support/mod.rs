@@ -262,6 +262,27 @@ pub const BARE: &str = "Bearer realm=\"api\"";
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
+    /// One capture for the whole test process, installed as the global
+    /// subscriber on first use. Thread-scoped subscribers race with tests on
+    /// other threads over `tracing`'s global callsite-interest cache (a test
+    /// may then see nothing); the global one does not. Every test of the binary
+    /// that calls this logs into it, which only widens what is scanned.
+    pub fn global() -> &'static Capture {
+        static GLOBAL: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let capture = Capture::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+                .with_ansi(false)
+                .with_writer(capture.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            capture
+        })
+    }
+
     /// Installs the capture as this thread's subscriber until the guard drops.
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         let subscriber = tracing_subscriber::fmt()
