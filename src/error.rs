@@ -107,6 +107,10 @@ pub enum AuthError {
     /// The token store failed or timed out: `503` with `Retry-After`.
     #[error("the token store is unavailable")]
     Unavailable(#[source] Arc<StoreError>),
+    /// A store or directory call panicked while this request waited for it:
+    /// `500`. The panic is contained to the request; the next one tries again.
+    #[error("the token store failed unexpectedly")]
+    Internal,
 }
 
 impl AuthError {
@@ -117,6 +121,7 @@ impl AuthError {
             Self::MissingCredentials | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -132,13 +137,14 @@ impl AuthError {
             Self::InvalidToken(InvalidToken::NotPermitted) => "not_permitted",
             Self::InvalidToken(InvalidToken::UnknownUser) => "unknown_user",
             Self::Unavailable(_) => "unavailable",
+            Self::Internal => "internal",
         }
     }
 
     /// The RFC 6750 error code, if the challenge carries one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
-            Self::MissingCredentials | Self::Unavailable(_) => None,
+            Self::MissingCredentials | Self::Unavailable(_) | Self::Internal => None,
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
         }

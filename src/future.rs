@@ -1,6 +1,7 @@
 //! [`ResponseFuture`] of [`ApiTokenAuth`](crate::ApiTokenAuth).
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -162,7 +163,15 @@ where
                         on_rejection,
                         span,
                     } = &mut **loading;
-                    let result = ready!(load.as_mut().poll(cx));
+                    // A panicking store must not take the connection down
+                    // without an answer: this request gets a 500; waiters on the
+                    // same load retry (moka marks the load as panicked).
+                    let polled =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| load.as_mut().poll(cx)));
+                    let result = match polled {
+                        Ok(poll) => ready!(poll),
+                        Err(_) => Err(AuthError::Internal),
+                    };
                     let verdict =
                         result.and_then(|entry| span.in_scope(|| auth.verify(&entry, span)));
                     let (Some(mut service), Some(mut request)) = (inner.take(), req.take()) else {

@@ -29,7 +29,7 @@ impl Rejection {
         method: &Method,
     ) -> Self {
         let challenge = match &error {
-            AuthError::Unavailable(_) => None,
+            AuthError::Unavailable(_) | AuthError::Internal => None,
             AuthError::MissingCredentials => Some(format!("Bearer realm=\"{realm}\"")),
             AuthError::InvalidRequest(e) => Some(format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{e}\""
@@ -89,6 +89,7 @@ impl Rejection {
         let code = match &self.error {
             AuthError::MissingCredentials => "unauthorized",
             AuthError::Unavailable(_) => "temporarily_unavailable",
+            AuthError::Internal => "server_error",
             other => other.error_code().unwrap_or("unauthorized"),
         };
         let body = serde_json::json!({

@@ -393,3 +393,30 @@ async fn the_authorization_header_is_marked_sensitive() {
     assert!(a.body.starts_with("true "), "{}", a.body);
     assert!(!a.body.contains(&tok[4..]));
 }
+
+#[tokio::test]
+async fn a_panicking_store_gets_a_500_and_the_service_lives_on() {
+    let h = Harness::new().await;
+    let (tok, _) = h.token(&h.alice).await;
+    h.store.set_panicking(true);
+    let a = send(&h.tokens, bearer(&tok)).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(a.headers.get("www-authenticate").is_none());
+    let body: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(body["error"], "server_error");
+
+    // Many requests waiting on one panicking load all get an answer.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (tokens, tok) = (h.tokens.clone(), tok.clone());
+            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    // Nothing was cached: once the store behaves, the token works.
+    h.store.set_panicking(false);
+    assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
+}

@@ -44,6 +44,7 @@ pub struct TestStore {
     /// Token uses written through `touch`.
     pub touched: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
+    pub panicking: Arc<AtomicBool>,
     pub hanging: Arc<AtomicBool>,
     pause: Arc<Mutex<Option<Arc<Pause>>>>,
 }
@@ -55,6 +56,10 @@ impl TestStore {
 
     pub fn set_failing(&self, on: bool) {
         self.failing.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_panicking(&self, on: bool) {
+        self.panicking.store(on, Ordering::SeqCst);
     }
 
     pub fn set_hanging(&self, on: bool) {
@@ -78,6 +83,9 @@ impl TokenStore for TestStore {
         }
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::backend(Injected));
+        }
+        if self.panicking.load(Ordering::SeqCst) {
+            panic!("injected panic in a token lookup");
         }
         let record = self.inner.find_by_hash(hash).await;
         let pause = self.pause.lock().unwrap().take();
