@@ -420,3 +420,51 @@ async fn a_panicking_store_gets_a_500_and_the_service_lives_on() {
     h.store.set_panicking(false);
     assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_store_releases_every_waiting_request_at_the_timeout() {
+    let h = Harness::with(|b| b.lookup_timeout(Duration::from_millis(500))).await;
+    let (tok, _) = h.token(&h.alice).await;
+    h.store.set_hanging(true);
+    let started = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (tokens, tok) = (h.tokens.clone(), tok.clone());
+            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // All released by the one coalesced load's timeout (virtual time).
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(h.store.lookups(), 1);
+    h.store.set_hanging(false);
+    assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_coalesced_load_does_not_poison_the_next_attempt() {
+    let h = Harness::new().await;
+    let (tok, _) = h.token(&h.alice).await;
+    h.store.set_failing(true);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (tokens, tok) = (h.tokens.clone(), tok.clone());
+            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    h.store.set_failing(false);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (tokens, tok) = (h.tokens.clone(), tok.clone());
+            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+}
