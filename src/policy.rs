@@ -103,13 +103,16 @@ impl FromStr for Lifetime {
         if s == "never" {
             return Ok(Self::Never);
         }
-        let split = s.len().checked_sub(1).ok_or(PolicyError::LifetimeSyntax)?;
-        let (digits, unit) = s.split_at(split);
+        // Split off the last *character*: input may end in any Unicode scalar,
+        // and slicing at a byte offset could split one (found by fuzzing).
+        let mut chars = s.chars();
+        let unit = chars.next_back().ok_or(PolicyError::LifetimeSyntax)?;
+        let digits = chars.as_str();
         let unit_secs: u64 = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 60 * 60,
-            "d" => 24 * 60 * 60,
+            's' => 1,
+            'm' => 60,
+            'h' => 60 * 60,
+            'd' => 24 * 60 * 60,
             _ => return Err(PolicyError::LifetimeSyntax),
         };
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -488,7 +491,11 @@ mod tests {
 
     #[test]
     fn bad_lifetimes_are_refused() {
-        for s in ["", "d", "30", "30w", "-1d", "1.5d", " 30d", "Never", "+3d"] {
+        // "3Ж" and "Ж" end in a multi-byte character (a fuzzing find: it used
+        // to panic on a byte slice).
+        for s in [
+            "", "d", "30", "30w", "-1d", "1.5d", " 30d", "Never", "+3d", "3Ж", "Ж", "dЖ",
+        ] {
             assert_eq!(
                 s.parse::<Lifetime>(),
                 Err(PolicyError::LifetimeSyntax),
