@@ -7,94 +7,17 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use time::OffsetDateTime;
+use support::SlowStore;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_api_tokens::ApiTokens;
-use tower_api_tokens::StoreError;
-use tower_api_tokens::password::Password;
-use tower_api_tokens::policy::{Policy, VersionedPolicy};
-use tower_api_tokens::store::{
-    Active, Directory, Issued, MemoryStore, SqliteStore, TokenId, TokenRecord, TokenStore, User,
-    UserId,
-};
-use tower_api_tokens::token::TokenHash;
+use tower_api_tokens::store::{Directory, SqliteStore, User, UserId};
 
 const LATENCY: Duration = Duration::from_millis(1);
 const CONCURRENT: usize = 1000;
 const ROUNDS: usize = 21;
-
-/// A memory store whose token lookups take `LATENCY` and are counted.
-#[derive(Clone, Default)]
-struct SlowStore {
-    inner: MemoryStore,
-    lookups: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl TokenStore for SlowStore {
-    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(LATENCY).await;
-        self.inner.find_by_hash(hash).await
-    }
-    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn revoke(
-        &self,
-        id: TokenId,
-        at: OffsetDateTime,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
-        self.inner.list(user).await
-    }
-    async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
-        self.inner.touch(used).await
-    }
-    async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
-        self.inner.load_policy().await
-    }
-    async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
-        self.inner.save_policy(policy).await
-    }
-    async fn issue(
-        &self,
-        record: &TokenRecord,
-        active: Active,
-        rotate: bool,
-    ) -> Result<Issued, StoreError> {
-        self.inner.issue(record, active, rotate).await
-    }
-}
-
-#[async_trait]
-impl Directory for SlowStore {
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.inner.user(id).await
-    }
-    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        self.inner.user_by_name(name).await
-    }
-    async fn verify_password(&self, name: &str, pw: &Password) -> Result<Option<User>, StoreError> {
-        self.inner.verify_password(name, pw).await
-    }
-    async fn create_user(&self, user: &User, pw: &Password) -> Result<(), StoreError> {
-        self.inner.create_user(user, pw).await
-    }
-    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        self.inner.update_user(user).await
-    }
-}
 
 fn user() -> User {
     User {
@@ -116,7 +39,10 @@ fn percentile(xs: &mut [Duration], p: f64) -> Duration {
 }
 
 async fn coalesced_round() -> (usize, Duration) {
-    let store = SlowStore::default();
+    let store = SlowStore {
+        latency: LATENCY,
+        ..SlowStore::default()
+    };
     let u = user();
     store.create_user(&u, &"pw".into()).await.unwrap();
     let tokens = ApiTokens::builder()

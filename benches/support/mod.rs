@@ -2,6 +2,17 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tower_api_tokens::StoreError;
+use tower_api_tokens::password::Password;
+use tower_api_tokens::policy::{Policy, VersionedPolicy};
+use tower_api_tokens::store::{Active, Issued, TokenId, TokenRecord, TokenStore};
+use tower_api_tokens::token::TokenHash;
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
@@ -61,4 +72,75 @@ pub fn median_ns(group: &str, id: &str) -> Option<f64> {
         .join("estimates.json");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
+}
+
+/// A memory store whose token lookups are counted and take `latency`.
+#[derive(Clone, Default)]
+pub struct SlowStore {
+    pub inner: MemoryStore,
+    pub lookups: Arc<AtomicUsize>,
+    pub latency: Duration,
+}
+
+#[async_trait]
+impl TokenStore for SlowStore {
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        self.inner.find_by_hash(hash).await
+    }
+    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn revoke(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn list(&self, user: Option<UserId>) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.list(user).await
+    }
+    async fn touch(&self, used: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.inner.touch(used).await
+    }
+    async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
+        self.inner.load_policy().await
+    }
+    async fn save_policy(&self, policy: &Policy) -> Result<VersionedPolicy, StoreError> {
+        self.inner.save_policy(policy).await
+    }
+    async fn issue(
+        &self,
+        record: &TokenRecord,
+        active: Active,
+        rotate: bool,
+    ) -> Result<Issued, StoreError> {
+        self.inner.issue(record, active, rotate).await
+    }
+}
+
+#[async_trait]
+impl Directory for SlowStore {
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.inner.user(id).await
+    }
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.inner.user_by_name(name).await
+    }
+    async fn verify_password(&self, name: &str, pw: &Password) -> Result<Option<User>, StoreError> {
+        self.inner.verify_password(name, pw).await
+    }
+    async fn create_user(&self, user: &User, pw: &Password) -> Result<(), StoreError> {
+        self.inner.create_user(user, pw).await
+    }
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        self.inner.update_user(user).await
+    }
 }
