@@ -163,21 +163,15 @@ async fn case_10_concurrent_first_requests_make_one_backend_call() {
     let h = Harness::new().await;
     let (tok, _) = h.token(&h.alice).await;
     let pause = h.store.pause_next_lookup();
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let tokens = h.tokens.clone();
-            let tok = tok.clone();
-            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
-        })
-        .collect();
+    let tasks = spawn_requests(&h.tokens, &tok, 200);
     pause.reached.notified().await;
     // Let every task reach the cache and queue behind the one load.
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
     pause.release.notify_one();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::OK);
     }
     assert_eq!(h.store.lookups(), 1);
 }
@@ -192,19 +186,14 @@ async fn case_10_a_cancelled_first_request_does_not_strand_the_others() {
         tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
     };
     pause.reached.notified().await;
-    let others: Vec<_> = (0..20)
-        .map(|_| {
-            let (tokens, tok) = (h.tokens.clone(), tok.clone());
-            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
-        })
-        .collect();
+    let others = spawn_requests(&h.tokens, &tok, 20);
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    for t in others {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    for status in statuses(others).await {
+        assert_eq!(status, StatusCode::OK);
     }
     // The aborted load, then one more.
     assert_eq!(h.store.lookups(), 2);

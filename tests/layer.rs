@@ -406,14 +406,9 @@ async fn a_panicking_store_gets_a_500_and_the_service_lives_on() {
     assert_eq!(body["error"], "server_error");
 
     // Many requests waiting on one panicking load all get an answer.
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (tokens, tok) = (h.tokens.clone(), tok.clone());
-            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::INTERNAL_SERVER_ERROR);
+    let tasks = spawn_requests(&h.tokens, &tok, 20);
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     // Nothing was cached: once the store behaves, the token works.
@@ -427,14 +422,9 @@ async fn a_hanging_store_releases_every_waiting_request_at_the_timeout() {
     let (tok, _) = h.token(&h.alice).await;
     h.store.set_hanging(true);
     let started = tokio::time::Instant::now();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let (tokens, tok) = (h.tokens.clone(), tok.clone());
-            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    let tasks = spawn_requests(&h.tokens, &tok, 50);
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
     // All released by the one coalesced load's timeout (virtual time).
     assert!(started.elapsed() < Duration::from_millis(1000));
@@ -448,23 +438,13 @@ async fn a_failed_coalesced_load_does_not_poison_the_next_attempt() {
     let h = Harness::new().await;
     let (tok, _) = h.token(&h.alice).await;
     h.store.set_failing(true);
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (tokens, tok) = (h.tokens.clone(), tok.clone());
-            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    let tasks = spawn_requests(&h.tokens, &tok, 200);
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
     h.store.set_failing(false);
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (tokens, tok) = (h.tokens.clone(), tok.clone());
-            tokio::spawn(async move { send(&tokens, bearer(&tok)).await.status })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    let tasks = spawn_requests(&h.tokens, &tok, 200);
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::OK);
     }
 }

@@ -263,6 +263,30 @@ where
     }
 }
 
+/// Spawns `n` concurrent requests carrying `token`; their statuses come from
+/// [`statuses`]. Spawned rather than awaited so a test can interleave them.
+pub fn spawn_requests(
+    tokens: &ApiTokens,
+    token: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<StatusCode>> {
+    (0..n)
+        .map(|_| {
+            let (tokens, token) = (tokens.clone(), token.to_owned());
+            tokio::spawn(async move { send(&tokens, bearer(&token)).await.status })
+        })
+        .collect()
+}
+
+/// The statuses of requests from [`spawn_requests`], in order.
+pub async fn statuses(tasks: Vec<tokio::task::JoinHandle<StatusCode>>) -> Vec<StatusCode> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
 pub const BARE: &str = "Bearer realm=\"api\"";
 
 /// Captures every `tracing` event and span of the current thread at TRACE.
