@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
-use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use http_body_util::Full;
-use sha2::{Digest, Sha256};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// The inner service of every variant: a typical small response. Real responses
@@ -30,11 +28,6 @@ async fn bare(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infal
     );
     Ok(res)
 }
-
-/// What a principal costs to carry: shared user data.
-#[derive(Clone)]
-#[allow(dead_code)]
-struct RefPrincipal(Arc<String>);
 
 /// Times `iters` requests through `svc`, driven on a current-thread runtime.
 fn drive<S>(
@@ -99,28 +92,12 @@ fn hot_path(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     });
 
     // The unavoidable work: parse, SHA-256, one cache probe, one extension insert.
-    let cache: moka::sync::Cache<[u8; 32], RefPrincipal> = moka::sync::Cache::new(10_000);
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    cache.insert(digest, RefPrincipal(Arc::new("bench".into())));
-    let reference = tower::service_fn(move |mut req: Request<Full<Bytes>>| {
-        let cache = cache.clone();
-        async move {
-            let value = req
-                .headers()
-                .get(AUTHORIZATION)
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            let token = match value.get(..7) {
-                Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
-                _ => &[][..],
-            };
-            let digest: [u8; 32] = Sha256::digest(token).into();
-            if let Some(principal) = cache.get(&digest) {
-                req.extensions_mut().insert(principal);
-            }
-            bare(req).await
-        }
-    });
+    let cache = support::RefCache::new(10_000);
+    cache.insert(
+        support::ref_digest(&token),
+        support::RefPrincipal(Arc::new("bench".into())),
+    );
+    let reference = support::reference(cache, bare);
     group.bench_function("reference_unavoidable", |b| {
         b.iter_custom(|n| drive(rt, reference.clone(), &auth, n));
     });

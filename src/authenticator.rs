@@ -203,16 +203,10 @@ impl Authenticator {
             }
             Some((_, None)) => Err(LoadError::Missing(Missing::UnknownUser)),
             Some((record, Some(user))) => {
-                let remaining = record.expires_at.map(|at| remaining(at, self.clock.now()));
-                let entry = self.cache.entry(record, user, generation, remaining);
+                let entry = TokenCache::entry(record, user, generation);
                 self.cache.insert(hash, &entry);
                 Ok(entry)
             }
         }
     }
-}
-
-/// Time from `now` until `at`, zero if past.
-fn remaining(at: OffsetDateTime, now: OffsetDateTime) -> Duration {
-    Duration::try_from(at - now).unwrap_or(Duration::ZERO)
 }

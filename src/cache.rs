@@ -3,7 +3,11 @@
 //!
 //! * `entries` — resolved tokens (`moka::sync::Cache`, so a hit is a plain
 //!   function call and the request path needs no boxed future). Each entry lives
-//!   at most `cache_ttl`, and never past its token's own expiry.
+//!   at most `cache_ttl`. An entry is never *trusted* past its token's own
+//!   expiry: `verify` refuses it from then on, from the cache, without asking the
+//!   store again (so a client that keeps sending an expired token costs no
+//!   backend calls). One TTL for all entries keeps moka's per-read work and
+//!   per-entry memory at their minimum (no per-entry timers).
 //! * `unknown` — digests the store does not know, bounded on its own and with a
 //!   short TTL, so a flood of junk tokens cannot evict valid entries.
 //! * `loads` — moka's coalescing loader (`try_get_with`): concurrent misses on
@@ -17,7 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderValue;
 use time::OffsetDateTime;
@@ -47,7 +51,6 @@ pub(crate) struct CachedToken {
     /// When this instance last queued a `last_used_at` write for the token.
     pub(crate) last_noted: LastNoted,
     generation: u64,
-    cache_for: Duration,
 }
 
 /// `at` in Unix nanoseconds, saturating outside 1677–2262.
@@ -66,19 +69,6 @@ pub(crate) enum Missing {
     Unknown,
     /// The token's owner no longer exists (not cached).
     UnknownUser,
-}
-
-struct EntryExpiry;
-
-impl moka::Expiry<TokenHash, Arc<CachedToken>> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &TokenHash,
-        value: &Arc<CachedToken>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.cache_for)
-    }
 }
 
 /// Sizes and lifetimes of the caches.
@@ -120,7 +110,6 @@ pub(crate) struct TokenCache {
     unknown: moka::sync::Cache<TokenHash, ()>,
     loads: moka::future::Cache<TokenHash, Arc<CachedToken>>,
     generations: Arc<[AtomicU64]>,
-    ttl: Duration,
 }
 
 impl TokenCache {
@@ -128,7 +117,7 @@ impl TokenCache {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
-                .expire_after(EntryExpiry)
+                .time_to_live(settings.ttl)
                 .build_with_hasher(DigestBuildHasher::default()),
             unknown: moka::sync::Cache::builder()
                 .max_capacity(settings.negative_capacity)
@@ -141,7 +130,6 @@ impl TokenCache {
                 .time_to_live(settings.negative_ttl)
                 .build(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            ttl: settings.ttl,
         }
     }
 
@@ -176,19 +164,11 @@ impl TokenCache {
     }
 
     /// Builds an entry for a record loaded under `generation`, which the caller
-    /// read *before* it asked the store. `remaining` is how long the token is
-    /// valid for as issued (`None`: no expiry).
-    pub(crate) fn entry(
-        &self,
-        record: TokenRecord,
-        user: User,
-        generation: u64,
-        remaining: Option<Duration>,
-    ) -> Arc<CachedToken> {
+    /// read *before* it asked the store.
+    pub(crate) fn entry(record: TokenRecord, user: User, generation: u64) -> Arc<CachedToken> {
         let expires_header = record
             .expires_at
             .and_then(crate::principal::expiry_header_value);
-        let cache_for = remaining.map_or(self.ttl, |r| r.min(self.ttl));
         Arc::new(CachedToken {
             id: record.id,
             revoked: record.revoked_at.is_some(),
@@ -199,13 +179,12 @@ impl TokenCache {
             user: Arc::new(user),
             expires_header,
             generation,
-            cache_for,
         })
     }
 
     /// Keeps `entry` unless its stripe was invalidated while it was loading.
     pub(crate) fn insert(&self, hash: TokenHash, entry: &Arc<CachedToken>) -> bool {
-        if !self.is_current(&hash, entry) || entry.cache_for.is_zero() {
+        if !self.is_current(&hash, entry) {
             return false;
         }
         self.entries.insert(hash, Arc::clone(entry));

@@ -448,3 +448,30 @@ async fn a_failed_coalesced_load_does_not_poison_the_next_attempt() {
         assert_eq!(status, StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_cached_token_is_refused_from_its_expiry_on_without_asking_the_store_again() {
+    let h = Harness::new().await;
+    h.tokens
+        .set_policy(Policy::AllUsers {
+            lifetime: Lifetime::days(1),
+        })
+        .await
+        .unwrap();
+    let (tok, _) = h.token(&h.alice).await;
+    assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
+    assert_eq!(h.store.lookups(), 1);
+
+    // One nanosecond before its expiry it is still good; at its expiry it is not.
+    h.clock
+        .advance(Duration::from_secs(86_400) - Duration::from_nanos(1));
+    assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
+    h.clock.advance(Duration::from_nanos(1));
+    for _ in 0..3 {
+        let a = send(&h.tokens, bearer(&tok)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(a.challenge().contains("expired"), "{}", a.challenge());
+    }
+    // Every decision came from the one cached entry.
+    assert_eq!(h.store.lookups(), 1);
+}
