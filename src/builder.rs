@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::attempts::Attempts;
+use crate::attempts::{Attempts, ClientAttempts};
 use crate::authenticator::Authenticator;
 use crate::cache::{CacheSettings, TokenCache};
 use crate::clock::{Clock, SystemClock};
@@ -40,6 +40,8 @@ pub struct Builder {
     usage_interval: Duration,
     max_failed_attempts: u32,
     failed_attempts_window: Duration,
+    max_client_failed_attempts: u32,
+    client_failed_attempts_window: Duration,
 }
 
 impl Default for Builder {
@@ -65,6 +67,8 @@ impl Default for Builder {
             usage_interval: Duration::from_secs(60),
             max_failed_attempts: 10,
             failed_attempts_window: Duration::from_secs(15 * 60),
+            max_client_failed_attempts: 30,
+            client_failed_attempts_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -183,12 +187,24 @@ impl Builder {
         self
     }
 
-    /// Failed password attempts per user within the window before every attempt
-    /// is refused with `429` until the window has passed (default 10 in 15
-    /// minutes).
+    /// Failed password attempts per user name within the window before every
+    /// attempt for that name (the right password too) is refused with `429`
+    /// until the window has passed (default 10 in 15 minutes).
     pub fn failed_attempts(mut self, max: u32, window: Duration) -> Self {
         self.max_failed_attempts = max;
         self.failed_attempts_window = window;
+        self
+    }
+
+    /// Failed password attempts per client, across all user names, within the
+    /// window before every attempt from that client is refused with `429` until
+    /// the window has passed (default 30 in 15 minutes). Applies to
+    /// [`ApiTokens::generate_from`] and [`ApiTokens::verify_password_from`];
+    /// only wrong passwords count. See [`ClientId`](crate::ClientId) for what
+    /// one client is.
+    pub fn client_failed_attempts(mut self, max: u32, window: Duration) -> Self {
+        self.max_client_failed_attempts = max;
+        self.client_failed_attempts_window = window;
         self
     }
 
@@ -213,13 +229,22 @@ impl Builder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::NoRuntime);
         }
-        if self.max_failed_attempts == 0 {
-            return Err(ConfigError::ZeroAttempts);
+        for (name, max) in [
+            ("failed_attempts", self.max_failed_attempts),
+            ("client_failed_attempts", self.max_client_failed_attempts),
+        ] {
+            if max == 0 {
+                return Err(ConfigError::ZeroAttempts(name));
+            }
         }
         for (name, d) in [
             ("cache_ttl", self.cache.ttl),
             ("usage_interval", self.usage_interval),
             ("failed_attempts_window", self.failed_attempts_window),
+            (
+                "client_failed_attempts_window",
+                self.client_failed_attempts_window,
+            ),
             ("negative_ttl", self.cache.negative_ttl),
             ("lookup_timeout", self.lookup_timeout),
             ("retry_after", self.retry_after),
@@ -258,6 +283,10 @@ impl Builder {
             self.server_key,
             self.admin_role,
             Attempts::new(self.max_failed_attempts, self.failed_attempts_window),
+            ClientAttempts::new(
+                self.max_client_failed_attempts,
+                self.client_failed_attempts_window,
+            ),
         ))
     }
 }

@@ -39,9 +39,10 @@ pub enum ConfigError {
     /// a store's change listener start tasks on the current runtime.
     #[error("this needs a tokio runtime: call it from async code running on tokio")]
     NoRuntime,
-    /// `failed_attempts` with a maximum of zero would refuse every password.
-    #[error("`failed_attempts` must allow at least one attempt")]
-    ZeroAttempts,
+    /// An attempt limit (`failed_attempts`, `client_failed_attempts`) with a
+    /// maximum of zero would refuse every password. Names the setting.
+    #[error("`{0}` must allow at least one attempt")]
+    ZeroAttempts(&'static str),
     /// The store failed while the policy was loaded at start-up.
     #[error("loading the token policy failed: {0}")]
     Store(#[from] StoreError),

@@ -72,7 +72,7 @@
 #![deny(unreachable_pub)]
 #![forbid(unsafe_code)]
 
-mod attempts;
+pub mod attempts;
 mod authenticator;
 #[doc(hidden)]
 pub mod bench_support;
@@ -95,6 +95,7 @@ pub mod store;
 pub mod token;
 mod usage;
 
+pub use attempts::ClientId;
 pub use builder::{Builder, DEFAULT_EXPIRY_HEADER};
 pub use error::{AuthError, ConfigError, InvalidRequest, InvalidToken, StoreError};
 pub use future::ResponseFuture;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::StatusCode;
 use time::OffsetDateTime;
 
-use crate::attempts::Attempts;
+use crate::attempts::{Attempts, ClientAttempts, ClientId};
 use crate::authenticator::Authenticator;
 use crate::builder::Builder;
 use crate::error::StoreError;
@@ -61,7 +61,8 @@ pub enum ManageError {
     /// Wrong user name or password (the two are not told apart).
     #[error("invalid user name or password")]
     InvalidCredentials,
-    /// Too many failed password attempts for this user name.
+    /// Too many failed password attempts for this user name, or from this
+    /// client.
     #[error("too many failed attempts; try again later")]
     RateLimited {
         /// How long until attempts are accepted again.
@@ -128,6 +129,7 @@ struct Shared {
     server_key: Option<ServerKey>,
     admin_role: String,
     attempts: Attempts,
+    clients: ClientAttempts,
 }
 
 impl ApiTokens {
@@ -141,6 +143,7 @@ impl ApiTokens {
         server_key: Option<ServerKey>,
         admin_role: String,
         attempts: Attempts,
+        clients: ClientAttempts,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -148,6 +151,7 @@ impl ApiTokens {
                 server_key,
                 admin_role,
                 attempts,
+                clients,
             }),
         }
     }
@@ -205,7 +209,10 @@ impl ApiTokens {
         Ok(saved)
     }
 
-    /// Checks a user's password, counting failures per user name.
+    /// Checks a user's password, counting failures per user name only.
+    ///
+    /// Prefer [`verify_password_from`](Self::verify_password_from) wherever the
+    /// client is known: without it, one client may guess across many names.
     ///
     /// # Errors
     ///
@@ -217,13 +224,57 @@ impl ApiTokens {
         username: &str,
         password: &Password,
     ) -> Result<User, ManageError> {
+        self.check_password(None, username, password).await
+    }
+
+    /// Checks a user's password from `client`, counting failures per user name
+    /// and per client ([`Builder::client_failed_attempts`]).
+    ///
+    /// A client at its limit is refused at once, before any password is
+    /// checked. Behind a reverse proxy, make `client` from the address your
+    /// trusted proxy forwards, not from the peer (see [`ClientId`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::RateLimited`] while the name or the client is locked out
+    /// (even for the right password), [`ManageError::InvalidCredentials`] for a
+    /// wrong password or an unknown user alike, or the store's failure.
+    pub async fn verify_password_from(
+        &self,
+        client: ClientId,
+        username: &str,
+        password: &Password,
+    ) -> Result<User, ManageError> {
+        self.check_password(Some(&client), username, password).await
+    }
+
+    /// The password check behind every re-authentication: the client's limit
+    /// (if known), then the name's, then the directory.
+    async fn check_password(
+        &self,
+        client: Option<&ClientId>,
+        username: &str,
+        password: &Password,
+    ) -> Result<User, ManageError> {
+        let limited = |retry_after| ManageError::RateLimited { retry_after };
+        let clock = &self.auth().clock;
+        let clients = &self.shared.clients;
+        // A client at its limit does not wait for a turn.
+        if let Some(client) = client {
+            clients.check(client, clock.now()).map_err(limited)?;
+        }
         let attempts = &self.shared.attempts;
         // One check at a time per user name: concurrent guesses are counted
         // exactly, and concurrent correct passwords are never refused.
         let _turn = attempts.turn(username).await;
-        attempts
-            .check(username, self.auth().clock.now())
-            .map_err(|retry_after| ManageError::RateLimited { retry_after })?;
+        attempts.check(username, clock.now()).map_err(limited)?;
+        // Reserved only now, so attempts queued for a name's turn or refused
+        // by its limit never hold the client's places.
+        let reservation = match client {
+            Some(client) => Some(clients.reserve(client, clock.now()).map_err(limited)?),
+            None => None,
+        };
+        // A store failure drops the reservation uncounted.
         match self
             .auth()
             .directory
@@ -231,11 +282,17 @@ impl ApiTokens {
             .await?
         {
             Some(user) => {
+                // The name's failures are forgiven; the client's are not, or
+                // one valid account would buy unlimited guesses at the others.
                 attempts.reset(username);
                 Ok(user)
             }
             None => {
-                attempts.fail(username, self.auth().clock.now());
+                let now = clock.now();
+                attempts.fail(username, now);
+                if let Some(reservation) = reservation {
+                    reservation.fail(now);
+                }
                 Err(ManageError::InvalidCredentials)
             }
         }
@@ -244,6 +301,9 @@ impl ApiTokens {
     /// Re-authenticates a user by password and returns their token: the existing
     /// unexpired, unrevoked one (`reused`), or a new one. With `rotate`, the
     /// existing token is revoked and a new one issued.
+    ///
+    /// Failed passwords are limited per user name only; prefer
+    /// [`generate_from`](Self::generate_from) wherever the client is known.
     ///
     /// The choice and the write are one atomic step in the store
     /// ([`TokenStore::issue`](crate::store::TokenStore::issue)), also across
@@ -262,12 +322,42 @@ impl ApiTokens {
         password: &Password,
         rotate: bool,
     ) -> Result<Generated, ManageError> {
-        let user = self.verify_password(username, password).await?;
-        let lifetime = self.lifetime_for(&user)?;
+        let user = self.check_password(None, username, password).await?;
+        self.generate_for(&user, rotate).await
+    }
+
+    /// [`generate`](Self::generate) for a request from `client`: failed
+    /// passwords are limited per user name and per client
+    /// ([`Builder::client_failed_attempts`]), as by
+    /// [`verify_password_from`](Self::verify_password_from). Behind a reverse
+    /// proxy, make `client` from the address your trusted proxy forwards, not
+    /// from the peer (see [`ClientId`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`verify_password_from`](Self::verify_password_from);
+    /// [`ManageError::NotPermitted`] when the policy grants the user no tokens;
+    /// the store's failure.
+    pub async fn generate_from(
+        &self,
+        client: ClientId,
+        username: &str,
+        password: &Password,
+        rotate: bool,
+    ) -> Result<Generated, ManageError> {
+        let user = self
+            .check_password(Some(&client), username, password)
+            .await?;
+        self.generate_for(&user, rotate).await
+    }
+
+    /// The user's token once their password has been checked.
+    async fn generate_for(&self, user: &User, rotate: bool) -> Result<Generated, ManageError> {
+        let lifetime = self.lifetime_for(user)?;
         let now = self.auth().clock.now();
         // Made before the store decides: it is wasted when a token is reused,
         // but the decision and the insert must be one store call.
-        let fresh = self.new_token(&user, lifetime, now)?;
+        let fresh = self.new_token(user, lifetime, now)?;
         match self
             .auth()
             .store

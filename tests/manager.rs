@@ -1,16 +1,17 @@
-//! The management side: generate, reuse, rotate, revoke, attempt limits,
-//! write-behind `last_used_at`, user changes.
+//! The management side: generate, reuse, rotate, revoke, attempt limits (per
+//! user name and per client), write-behind `last_used_at`, user changes.
 
 mod support;
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::StatusCode;
 use support::*;
 use tower_api_tokens::password::Password;
 use tower_api_tokens::policy::{Lifetime, Policy, Rule};
-use tower_api_tokens::store::TokenStore;
-use tower_api_tokens::{ManageError, ServerKey};
+use tower_api_tokens::store::{MemoryStore, TokenStore};
+use tower_api_tokens::{ApiTokens, ClientId, ConfigError, ManageError, ServerKey};
 
 fn pw(user: &str) -> Password {
     Password::new(format!("pw-of-{user}"))
@@ -333,4 +334,282 @@ async fn concurrent_correct_passwords_are_never_refused() {
     for a in attempts {
         assert_eq!(a.await.unwrap().unwrap().username, "alice");
     }
+}
+
+// ---- per-client limits -------------------------------------------------------
+
+/// The client at `addr`: an IP address, or an IP address with a port.
+fn client(addr: &str) -> ClientId {
+    match addr.parse::<IpAddr>() {
+        Ok(ip) => ClientId::from(ip),
+        Err(_) => ClientId::from(addr.parse::<SocketAddr>().unwrap()),
+    }
+}
+
+/// The `retry_after` of a `RateLimited`; panics on anything else.
+fn retry_after<T: std::fmt::Debug>(answer: Result<T, ManageError>) -> Duration {
+    match answer {
+        Err(ManageError::RateLimited { retry_after }) => retry_after,
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}
+
+fn is_invalid<T>(answer: &Result<T, ManageError>) -> bool {
+    matches!(answer, Err(ManageError::InvalidCredentials))
+}
+
+const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
+
+#[tokio::test]
+async fn a_flood_against_one_user_locks_only_that_user_not_others_behind_the_same_client() {
+    // The defaults: 10 per user name, 30 per client, in 15 minutes.
+    let h = Harness::new().await;
+    let bob = user("bob", &["dev"], "local");
+    h.tokens.create_user(&bob, &pw("bob")).await.unwrap();
+    let (a, b) = (client("203.0.113.7"), client("198.51.100.20"));
+    let mut checked = 0;
+    for i in 0..100 {
+        let answer = h
+            .tokens
+            .generate_from(
+                a.clone(),
+                "bob",
+                &Password::new(format!("guess-{i}")),
+                false,
+            )
+            .await;
+        if is_invalid(&answer) {
+            checked += 1;
+        } else {
+            assert_eq!(retry_after(answer), FIFTEEN_MINUTES, "attempt {i}");
+        }
+    }
+    assert_eq!(checked, 10);
+    assert_eq!(h.store.password_checks(), 10);
+    // bob is locked, from any client, even with his password ...
+    for c in [&a, &b] {
+        let answer = h
+            .tokens
+            .generate_from(c.clone(), "bob", &pw("bob"), false)
+            .await;
+        assert_eq!(retry_after(answer), FIFTEEN_MINUTES);
+    }
+    // ... and the refusals did not count against client A: alice, behind the
+    // same address, and from another one, still gets her token.
+    for c in [&a, &b] {
+        let g = h
+            .tokens
+            .generate_from(c.clone(), "alice", &pw("alice"), false)
+            .await
+            .unwrap();
+        assert_eq!(g.record.user_id, h.alice.id);
+    }
+    assert!(
+        h.tokens
+            .verify_password_from(a, "root", &pw("root"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_spray_across_names_locks_the_client_until_the_window_passes() {
+    let h = Harness::new().await;
+    let (a, b) = (client("203.0.113.7"), client("198.51.100.20"));
+    let wrong = Password::new("Summer2026!");
+    // One guess at each of 30 names (none is locked per name) is checked ...
+    for i in 0..30 {
+        let answer = h
+            .tokens
+            .generate_from(a.clone(), &format!("user-{i}"), &wrong, false)
+            .await;
+        assert!(is_invalid(&answer), "guess {i}: {answer:?}");
+    }
+    assert_eq!(h.store.password_checks(), 30);
+    // ... the 31st is refused before any check, for the whole window ...
+    let answer = h
+        .tokens
+        .generate_from(a.clone(), "user-30", &wrong, false)
+        .await;
+    assert_eq!(retry_after(answer), FIFTEEN_MINUTES);
+    // ... and so is a real user's right password from that client, by either call.
+    let answer = h
+        .tokens
+        .generate_from(a.clone(), "alice", &pw("alice"), false)
+        .await;
+    assert_eq!(retry_after(answer), FIFTEEN_MINUTES);
+    let answer = h
+        .tokens
+        .verify_password_from(a.clone(), "root", &pw("root"))
+        .await;
+    assert_eq!(retry_after(answer), FIFTEEN_MINUTES);
+    assert_eq!(h.store.password_checks(), 30);
+    // Client B is not affected: its guesses are checked, its users get in.
+    assert!(is_invalid(
+        &h.tokens
+            .generate_from(b.clone(), "user-31", &wrong, false)
+            .await
+    ));
+    assert!(
+        h.tokens
+            .generate_from(b, "alice", &pw("alice"), false)
+            .await
+            .is_ok()
+    );
+    // Without a client only the per-name limit applies.
+    assert!(
+        h.tokens
+            .generate("alice", &pw("alice"), false)
+            .await
+            .is_ok()
+    );
+
+    // One second before the window ends: still refused, with one second left.
+    h.clock.advance(FIFTEEN_MINUTES - Duration::from_secs(1));
+    let answer = h
+        .tokens
+        .generate_from(a.clone(), "alice", &pw("alice"), false)
+        .await;
+    assert_eq!(retry_after(answer), Duration::from_secs(1));
+    // The window has passed: A is accepted again.
+    h.clock.advance(Duration::from_secs(1));
+    assert!(
+        h.tokens
+            .generate_from(a.clone(), "alice", &pw("alice"), false)
+            .await
+            .is_ok()
+    );
+    assert!(is_invalid(
+        &h.tokens.generate_from(a, "user-32", &wrong, false).await
+    ));
+}
+
+#[tokio::test]
+async fn a_correct_password_does_not_forgive_a_clients_failures() {
+    let h = Harness::with(|b| b.client_failed_attempts(3, Duration::from_secs(600))).await;
+    let a = client("203.0.113.7");
+    for name in ["user-1", "user-2"] {
+        let answer = h
+            .tokens
+            .verify_password_from(a.clone(), name, &pw("x"))
+            .await;
+        assert!(is_invalid(&answer));
+    }
+    // The attacker signs in with an account of their own ...
+    assert!(
+        h.tokens
+            .verify_password_from(a.clone(), "alice", &pw("alice"))
+            .await
+            .is_ok()
+    );
+    // ... and still has one guess left, not three.
+    assert!(is_invalid(
+        &h.tokens
+            .verify_password_from(a.clone(), "user-3", &pw("x"))
+            .await
+    ));
+    let answer = h.tokens.verify_password_from(a, "user-4", &pw("x")).await;
+    assert_eq!(retry_after(answer), Duration::from_secs(600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_at_many_names_from_one_client_get_exactly_max_checks() {
+    let h = Harness::new().await;
+    let a = client("2001:db8:7:7::1");
+    let attempts: Vec<_> = (0..100)
+        .map(|i| {
+            let (tokens, a) = (h.tokens.clone(), a.clone());
+            tokio::spawn(async move {
+                tokens
+                    .generate_from(a, &format!("user-{i}"), &Password::new("guess"), false)
+                    .await
+                    .unwrap_err()
+            })
+        })
+        .collect();
+    let (mut checked, mut limited) = (0, 0);
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            ManageError::InvalidCredentials => checked += 1,
+            // While checks are under way the wait is short; after, the window's rest.
+            ManageError::RateLimited { retry_after } => {
+                assert!(retry_after > Duration::ZERO && retry_after <= FIFTEEN_MINUTES);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((checked, limited), (30, 70));
+    assert_eq!(h.store.password_checks(), 30);
+    // Nothing is left reserved: the next attempt waits for the window's end.
+    let answer = h
+        .tokens
+        .generate_from(a, "alice", &pw("alice"), false)
+        .await;
+    assert_eq!(retry_after(answer), FIFTEEN_MINUTES);
+}
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_are_one_client_and_ipv4_mapped_is_ipv4() {
+    let h = Harness::with(|b| b.client_failed_attempts(2, Duration::from_secs(600))).await;
+    let guess = |c: &str, name: &str| {
+        let (tokens, c, name) = (h.tokens.clone(), client(c), name.to_owned());
+        async move {
+            tokens
+                .verify_password_from(c, &name, &Password::new("guess"))
+                .await
+        }
+    };
+    assert!(is_invalid(&guess("2001:db8:1:2::1", "u1").await));
+    assert!(is_invalid(
+        &guess("[2001:db8:1:2:ffff:ffff:ffff:ffff]:443", "u2").await
+    ));
+    let answer = guess("2001:db8:1:2:abcd::5", "u3").await;
+    assert_eq!(retry_after(answer), Duration::from_secs(600));
+    // The neighbouring /64s are other clients.
+    assert!(is_invalid(&guess("2001:db8:1:3::1", "u3").await));
+    assert!(is_invalid(&guess("2001:db8:1:1:ffff::1", "u3").await));
+
+    assert!(is_invalid(&guess("::ffff:192.0.2.1", "u4").await));
+    assert!(is_invalid(&guess("192.0.2.1:5555", "u5").await));
+    let answer = guess("192.0.2.1", "u6").await;
+    assert_eq!(retry_after(answer), Duration::from_secs(600));
+    assert!(is_invalid(&guess("192.0.2.2", "u6").await));
+    // A key names its own client, even when it spells an address.
+    let named = h
+        .tokens
+        .verify_password_from(ClientId::named("192.0.2.1"), "u7", &Password::new("guess"))
+        .await;
+    assert!(is_invalid(&named));
+}
+
+#[tokio::test]
+async fn a_zero_client_limit_is_a_configuration_error() {
+    let zero_max = ApiTokens::builder()
+        .backend(MemoryStore::new())
+        .client_failed_attempts(0, Duration::from_secs(60))
+        .build()
+        .await;
+    assert!(matches!(
+        zero_max,
+        Err(ConfigError::ZeroAttempts("client_failed_attempts"))
+    ));
+    let zero_window = ApiTokens::builder()
+        .backend(MemoryStore::new())
+        .client_failed_attempts(5, Duration::ZERO)
+        .build()
+        .await;
+    assert!(matches!(
+        zero_window,
+        Err(ConfigError::ZeroDuration("client_failed_attempts_window"))
+    ));
+    let zero_user_max = ApiTokens::builder()
+        .backend(MemoryStore::new())
+        .failed_attempts(0, Duration::from_secs(60))
+        .build()
+        .await;
+    assert!(matches!(
+        zero_user_max,
+        Err(ConfigError::ZeroAttempts("failed_attempts"))
+    ));
 }

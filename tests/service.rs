@@ -78,9 +78,11 @@ impl Service {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As `main.rs` serves it: with the peer's address.
         let router = app::router(tokens.clone());
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).await.unwrap();
         });
         let client = Client::builder(TokioExecutor::new()).build_http();
         Self {
@@ -505,6 +507,65 @@ async fn failed_passwords_are_rate_limited_with_retry_after() {
         )
         .await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    clock.advance(Duration::from_secs(900));
+    assert_eq!(
+        svc.generate("admin", ADMIN_PW, false).await.status,
+        StatusCode::OK
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_spraying_many_names_gets_429_with_retry_after() {
+    support::Capture::global();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let svc = Service::start(&dir.path().join("db"), &clock).await;
+    // 40 concurrent guesses, one per name, from one peer (127.0.0.1): the
+    // default client limit lets exactly 30 be checked.
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let (client, addr) = (svc.client.clone(), svc.addr);
+            tokio::spawn(async move {
+                let body = json!({"username": format!("user-{i}"), "password": "Winter2026!"});
+                let req = Request::post(format!("http://{addr}/api/v1/profile/api-key"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .unwrap();
+                let res = client.request(req).await.unwrap();
+                (res.status(), res.headers().get("retry-after").cloned())
+            })
+        })
+        .collect();
+    let (mut checked, mut limited) = (0, 0);
+    for guess in guesses {
+        match guess.await.unwrap() {
+            (StatusCode::UNAUTHORIZED, _) => checked += 1,
+            (StatusCode::TOO_MANY_REQUESTS, Some(retry_after)) => {
+                let secs: u64 = retry_after.to_str().unwrap().parse().unwrap();
+                assert!((1..=900).contains(&secs), "Retry-After: {secs}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((checked, limited), (30, 10));
+    // Now every password from this client is refused for the window's rest:
+    // the admin's right one too, on the profile route and on admin routes.
+    let a = svc.generate("admin", ADMIN_PW, false).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers["retry-after"], "900");
+    assert_eq!(a.json["error"], "too_many_attempts");
+    let a = svc
+        .call(
+            Method::GET,
+            "/api/v1/admin/api-tokens",
+            Auth::Basic("admin", ADMIN_PW),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers["retry-after"], "900");
     clock.advance(Duration::from_secs(900));
     assert_eq!(
         svc.generate("admin", ADMIN_PW, false).await.status,

@@ -1,9 +1,16 @@
 //! The example service's HTTP API (DESIGN §6): routes, the admin check, JSON
 //! errors. `main.rs` builds the `ApiTokens` and serves this router; the
 //! integration tests mount the same router.
+//!
+//! Password checks are limited per user name and per client, the client being
+//! the peer's address: serve the router with
+//! `into_make_service_with_connect_info::<SocketAddr>()`. Behind a reverse
+//! proxy, derive the `ClientId` from the address it forwards instead.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -18,7 +25,7 @@ use time::format_description::well_known::Rfc3339;
 use tower_api_tokens::password::Password;
 use tower_api_tokens::policy::Policy;
 use tower_api_tokens::store::{TokenId, TokenRecord, User, UserId};
-use tower_api_tokens::{ApiTokens, ManageError, Principal, StoreError};
+use tower_api_tokens::{ApiTokens, ClientId, ManageError, Principal, StoreError};
 
 /// The realm of every challenge this service sends.
 pub const REALM: &str = "api-tokens";
@@ -28,7 +35,9 @@ pub const POLICY_VERSION_HEADER: &str = "api-token-settings-version";
 
 /// The whole API. Token routes sit behind the layer; admin routes accept an
 /// admin's token or an admin's HTTP Basic credentials, so an administrator can
-/// always change the policy, also when it refuses every token.
+/// always change the policy, also when it refuses every token. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: password checks need
+/// the peer's address.
 pub fn router(tokens: ApiTokens) -> Router {
     let profile = get(own_token)
         .delete(revoke_own_token)
@@ -65,6 +74,7 @@ struct GenerateBody {
 
 async fn generate(
     State(tokens): State<ApiTokens>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<GenerateBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     // Serde's message could quote a misplaced password: say only what is expected.
@@ -75,7 +85,7 @@ async fn generate(
     })?;
     let password = Password::new(body.password);
     let generated = tokens
-        .generate(&body.username, &password, body.rotate)
+        .generate_from(ClientId::from(peer), &body.username, &password, body.rotate)
         .await?;
     let mut answer = json!({
         "token": generated.token.as_ref().map(|t| t.expose()),
@@ -133,7 +143,14 @@ impl FromRequestParts<ApiTokens> for Admin {
         let Some((username, password)) = basic_credentials(parts)? else {
             return Err(ApiError::unauthorized());
         };
-        let user = tokens.verify_password(&username, &password).await?;
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(ApiError::no_peer_address)?;
+        let user = tokens
+            .verify_password_from(ClientId::from(peer), &username, &password)
+            .await?;
         if tokens.is_admin(&user) {
             Ok(Admin)
         } else {
@@ -302,6 +319,16 @@ impl ApiError {
 
     fn invalid_request(description: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// The router was served without the peer's address.
+    fn no_peer_address() -> Self {
+        tracing::error!("no peer address: serve with into_make_service_with_connect_info");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server cannot check passwords",
+        )
     }
 
     fn unauthorized() -> Self {

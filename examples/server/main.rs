@@ -193,7 +193,9 @@ async fn serve(tokens: ApiTokens, listener: TcpListener) -> Result<(), Box<dyn E
             stopping.notify_waiters();
         }
     };
-    let server = axum::serve(listener, app::router(tokens.clone()))
+    // The peer's address identifies the client for the password-attempt limit.
+    let app = app::router(tokens.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(signalled)
         .into_future();
     // In-flight requests get `DRAIN` to finish; a client that never completes

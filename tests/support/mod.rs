@@ -43,6 +43,8 @@ pub struct TestStore {
     pub lookups: Arc<AtomicUsize>,
     /// Token uses written through `touch`.
     pub touched: Arc<AtomicUsize>,
+    /// Passwords checked through `verify_password`.
+    pub password_checks: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
     pub panicking: Arc<AtomicBool>,
     pub hanging: Arc<AtomicBool>,
@@ -52,6 +54,10 @@ pub struct TestStore {
 impl TestStore {
     pub fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
+    }
+
+    pub fn password_checks(&self) -> usize {
+        self.password_checks.load(Ordering::SeqCst)
     }
 
     pub fn set_failing(&self, on: bool) {
@@ -144,6 +150,7 @@ impl Directory for TestStore {
         username: &str,
         password: &Password,
     ) -> Result<Option<User>, StoreError> {
+        self.password_checks.fetch_add(1, Ordering::SeqCst);
         self.inner.verify_password(username, password).await
     }
     async fn create_user(&self, user: &User, password: &Password) -> Result<(), StoreError> {
