@@ -9,7 +9,7 @@ mod support;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::Criterion;
@@ -41,56 +41,37 @@ where
     S::Error: std::fmt::Debug,
 {
     rt.block_on(async {
-        let start = Instant::now();
+        let start = support::now();
         for _ in 0..iters {
             let req = support::request(auth);
             let res = svc.ready().await.unwrap().call(req).await.unwrap();
             black_box(res);
         }
-        start.elapsed()
+        support::now() - start
     })
 }
 
-fn hot_path(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let (tokens, auth, token) = rt.block_on(support::tokens_with_token());
-    // Warm the cache.
-    let svc = ServiceBuilder::new().layer(tokens.layer()).service_fn(bare);
-    assert_eq!(
-        rt.block_on(svc.clone().oneshot(support::request(&auth)))
-            .unwrap()
-            .status(),
-        200
-    );
+/// A variant: its name, and a run of `n` requests through it.
+type Variant<'a> = (&'static str, Box<dyn FnMut(u64) -> Duration + 'a>);
 
-    let mut group = c.benchmark_group("hot_path");
-    group.bench_function("bare", |b| {
-        b.iter_custom(|n| drive(rt, tower::service_fn(bare), &auth, n));
-    });
-    #[allow(deprecated)]
-    let static_bearer = ServiceBuilder::new()
-        .layer(tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&token))
-        .service_fn(bare);
-    group.bench_function("tower_http_static_bearer", |b| {
-        b.iter_custom(|n| drive(rt, static_bearer.clone(), &auth, n));
-    });
-    group.bench_function("layer_hit", |b| {
-        b.iter_custom(|n| drive(rt, svc.clone(), &auth, n));
-    });
+/// Every variant, warmed up.
+fn variants(rt: &tokio::runtime::Runtime) -> Vec<Variant<'_>> {
+    let (tokens, auth, token) = rt.block_on(support::tokens_with_token());
+    let svc = ServiceBuilder::new().layer(tokens.layer()).service_fn(bare);
     // The same without the expiry response header (`expiry_header(None)`).
     let (quiet, quiet_auth, _) = rt.block_on(support::tokens_with_token_configured(|b| {
         b.expiry_header(None)
     }));
     let quiet_svc = ServiceBuilder::new().layer(quiet.layer()).service_fn(bare);
-    assert_eq!(
-        rt.block_on(quiet_svc.clone().oneshot(support::request(&quiet_auth)))
-            .unwrap()
-            .status(),
-        200
-    );
-    group.bench_function("layer_hit_no_expiry_header", |b| {
-        b.iter_custom(|n| drive(rt, quiet_svc.clone(), &quiet_auth, n));
-    });
-
+    // Warm the caches.
+    for (svc, auth) in [(&svc, &auth), (&quiet_svc, &quiet_auth)] {
+        let res = rt.block_on(svc.clone().oneshot(support::request(auth)));
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    #[allow(deprecated)]
+    let static_bearer = ServiceBuilder::new()
+        .layer(tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&token))
+        .service_fn(bare);
     // The unavoidable work: parse, SHA-256, one cache probe, one extension insert.
     let cache = support::RefCache::new(10_000);
     cache.insert(
@@ -98,9 +79,32 @@ fn hot_path(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         support::RefPrincipal(Arc::new("bench".into())),
     );
     let reference = support::reference(cache, bare);
-    group.bench_function("reference_unavoidable", |b| {
-        b.iter_custom(|n| drive(rt, reference.clone(), &auth, n));
-    });
+    let a = auth.clone();
+    let b = auth.clone();
+    let c = auth.clone();
+    vec![
+        ("bare", Box::new(move |n| drive(rt, tower::service_fn(bare), &a, n))),
+        (
+            "tower_http_static_bearer",
+            Box::new(move |n| drive(rt, static_bearer.clone(), &b, n)),
+        ),
+        ("layer_hit", Box::new(move |n| drive(rt, svc.clone(), &c, n))),
+        (
+            "layer_hit_no_expiry_header",
+            Box::new(move |n| drive(rt, quiet_svc.clone(), &quiet_auth, n)),
+        ),
+        (
+            "reference_unavoidable",
+            Box::new(move |n| drive(rt, reference.clone(), &auth, n)),
+        ),
+    ]
+}
+
+fn hot_path(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("hot_path");
+    for (name, mut run) in variants(rt) {
+        group.bench_function(name, |b| b.iter_custom(&mut run));
+    }
     group.finish();
 }
 
@@ -109,6 +113,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `HOT_PATH_COUNT=<variant>:<n>` runs only `n` requests through one variant
+    // and exits: for `perf stat`, whose cycle and instruction counts are not
+    // disturbed by other processes the way wall time is on a busy machine.
+    if let Some((name, n)) = std::env::var("HOT_PATH_COUNT")
+        .ok()
+        .and_then(|spec| spec.split_once(':').map(|(v, n)| (v.to_owned(), n.to_owned())))
+    {
+        let n: u64 = n.parse().expect("HOT_PATH_COUNT=<variant>:<n>");
+        for (variant, mut run) in variants(&rt) {
+            if variant == name {
+                println!("{variant}: {n} requests in {:?}", run(n));
+            }
+        }
+        return;
+    }
     let mut c = Criterion::default()
         .sample_size(60)
         .measurement_time(Duration::from_secs(4))

@@ -1,6 +1,9 @@
 //! Cache misses: 1000 concurrent first requests for one token over a backend
 //! with 1 ms latency (backend calls, wall time against that latency measured in
-//! the same run), and the miss latency of the SQLite store (p50, p99).
+//! the same run), and the miss latency of the SQLite and PostgreSQL stores (p50,
+//! p99). PostgreSQL is the one at `TEST_DATABASE_URL` (default
+//! `postgres://root@127.0.0.1:5432/test`), in a schema of the bench's own that
+//! is dropped afterwards.
 //!
 //! `cargo bench --all-features --bench miss`. A plain harness: criterion has no
 //! notion of "how many backend calls" or percentiles.
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use support::SlowStore;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_api_tokens::ApiTokens;
-use tower_api_tokens::store::{Directory, SqliteStore, User, UserId};
+use tower_api_tokens::store::{Directory, PostgresStore, SqliteStore, TokenStore, User, UserId};
 
 const LATENCY: Duration = Duration::from_millis(1);
 const CONCURRENT: usize = 1000;
@@ -87,6 +90,39 @@ async fn sqlite_misses(n: usize) -> Vec<Duration> {
     let store = SqliteStore::connect(&format!("sqlite://{}", dir.join("db").display()))
         .await
         .unwrap();
+    let times = misses(store, n).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    times
+}
+
+async fn postgres_misses(n: usize) -> Vec<Duration> {
+    use sqlx::postgres::PgConnectOptions;
+    let url = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let schema = format!("api_tokens_bench_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    // The name is ours (a fixed prefix and a number), not input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let options: PgConnectOptions = url.parse().unwrap();
+    let store = PostgresStore::connect_with(options.options([("search_path", schema.as_str())]))
+        .await
+        .unwrap();
+    let times = misses(store.clone(), n).await;
+    store.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    times
+}
+
+/// Miss latency through the layer: `n` tokens issued, then each sent once, one
+/// after another (every request is a cache miss: a token lookup and a user
+/// lookup in the store).
+async fn misses<B: TokenStore + Directory + Clone>(store: B, n: usize) -> Vec<Duration> {
     let u = user();
     store.create_user(&u, &"pw".into()).await.unwrap();
     let tokens = ApiTokens::builder().backend(store).build().await.unwrap();
@@ -109,7 +145,7 @@ async fn sqlite_misses(n: usize) -> Vec<Duration> {
         times.push(start.elapsed());
         assert_eq!(res.status(), 200);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    tokens.flush().await;
     times
 }
 
@@ -143,5 +179,9 @@ fn main() {
         let mut times = sqlite_misses(2000).await;
         let (p50, p99) = (percentile(&mut times, 0.50), percentile(&mut times, 0.99));
         println!("miss/sqlite: 2000 uncached tokens, one at a time: p50 {p50:?}, p99 {p99:?}");
+
+        let mut times = postgres_misses(2000).await;
+        let (p50, p99) = (percentile(&mut times, 0.50), percentile(&mut times, 0.99));
+        println!("miss/postgres: 2000 uncached tokens, one at a time: p50 {p50:?}, p99 {p99:?}");
     });
 }

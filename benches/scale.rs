@@ -120,10 +120,13 @@ fn main() {
                 .await
                 .unwrap();
             let mut headers = Vec::with_capacity(n);
+            let mut digests = Vec::with_capacity(n);
             for _ in 0..n {
                 let t = tokens.issue(user.id).await.unwrap();
+                digests.push(support::ref_digest(t.token.expose()));
                 headers.push(HeaderValue::try_from(format!("Bearer {}", t.token.expose())).unwrap());
             }
+
             let mut svc = ServiceBuilder::new().layer(tokens.layer()).service_fn(bare);
             let before = rss_bytes();
             for h in &headers {
@@ -140,17 +143,45 @@ fn main() {
             println!(
                 "scale/{n}: hit uniform {uni:.0} ns, hit zipf {zip:.0} ns, resident memory {per_token:.0} B per cached token"
             );
-            results.push((n, uni, zip, per_token));
+            // The reference, while the layer's cache is still alive (so neither
+            // figure reuses memory the other freed): the same tokens in a plain
+            // moka cache of digest → principal, the same access orders.
+            let before = rss_bytes();
+            let cache = support::RefCache::builder().max_capacity(2_000_000).build();
+            let principal = support::RefPrincipal(std::sync::Arc::new("bench".into()));
+            for d in &digests {
+                cache.insert(*d, principal.clone());
+            }
+            cache.run_pending_tasks();
+            let ref_per_token = (rss_bytes().saturating_sub(before)) as f64 / n as f64;
+            let mut reference = support::reference(cache, bare);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            let ref_uni = hit_cost(&mut reference, &headers, &uniform(n, &mut rng)).await;
+            let ref_zip = hit_cost(&mut reference, &headers, &zipf(n, &mut rng)).await;
+            drop(reference);
+            drop(digests);
+            println!(
+                "scale/{n}: reference (moka + SHA-256 alone): hit uniform {ref_uni:.0} ns, hit zipf {ref_zip:.0} ns, resident memory {ref_per_token:.0} B per entry"
+            );
+            results.push((n, uni, zip, per_token, ref_uni, ref_zip, ref_per_token));
             drop(svc);
             drop(tokens);
             drop(headers);
+            // Hand the freed memory back, so the next size starts from a clean heap.
+            // SAFETY: no preconditions.
+            unsafe { libc::malloc_trim(0) };
         }
-        let (_, u1k, z1k, _) = results[0];
-        if let Some(&(_, u1m, z1m, mem)) = results.last() {
+        let (_, u1k, z1k, _, ru1k, rz1k, _) = results[0];
+        if let Some(&(_, u1m, z1m, mem, ru1m, rz1m, rmem)) = results.last() {
             println!(
                 "scale: 1M/1k hit cost: zipf {:.2} (goal ≤ 1.5), uniform {:.2}; memory per token at 1M {mem:.0} B (goal ≤ 400)",
                 z1m / z1k,
                 u1m / u1k
+            );
+            println!(
+                "scale: the reference alone, 1M/1k hit cost: zipf {:.2}, uniform {:.2}; memory per entry at 1M {rmem:.0} B",
+                rz1m / rz1k,
+                ru1m / ru1k
             );
         }
     });

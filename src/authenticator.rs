@@ -91,7 +91,7 @@ impl Authenticator {
         }
         let hash = TokenHash::of_bytes(token);
         if let Some(entry) = self.cache.get(&hash) {
-            return match self.verify(&entry, span) {
+            return match self.verify(entry, span) {
                 Ok(accepted) => Step::Accept(accepted),
                 Err(error) => Step::Reject(error),
             };
@@ -104,7 +104,11 @@ impl Authenticator {
 
     /// Checks a resolved token against its revocation, its expiry and the
     /// policy in force now.
-    pub(crate) fn verify(&self, entry: &CachedToken, span: &Span) -> Result<Accepted, AuthError> {
+    pub(crate) fn verify(
+        &self,
+        entry: Arc<CachedToken>,
+        span: &Span,
+    ) -> Result<Accepted, AuthError> {
         if !span.is_disabled() {
             span.record("token_id", tracing::field::display(entry.id));
             span.record("hint", &*entry.hint);
@@ -137,7 +141,7 @@ impl Authenticator {
                 .and_then(expiry_header_value)
         };
         Ok(Accepted {
-            principal: Principal::new(Arc::clone(&entry.user), entry.id, expires_ns),
+            principal: Principal::new(entry, expires_ns),
             expiry,
         })
     }
@@ -148,15 +152,27 @@ impl Authenticator {
         hash: TokenHash,
     ) -> Result<Arc<CachedToken>, AuthError> {
         for _ in 0..LOAD_ATTEMPTS {
-            let this = Arc::clone(&self);
+            // Whether this caller ran the load (the others waited for it).
+            let mut ran = false;
             let result = self
                 .cache
                 .loads()
-                .try_get_with(hash, async move { this.load_uncoalesced(hash).await })
+                .try_get_with(hash, async {
+                    ran = true;
+                    self.load_uncoalesced(hash).await
+                })
                 .await;
-            self.cache.finish_load(&hash).await;
+            let current = result
+                .as_ref()
+                .is_ok_and(|entry| self.cache.is_current(&hash, entry));
+            // The rendezvous is over once the load has its result: the caller
+            // that ran it removes it, once (waiters got the value directly), as
+            // does anyone about to retry past a stale one.
+            if (ran || !current) && result.is_ok() {
+                self.cache.finish_load(&hash).await;
+            }
             match result {
-                Ok(entry) if self.cache.is_current(&hash, &entry) => return Ok(entry),
+                Ok(entry) if current => return Ok(entry),
                 // Invalidated while loading: the record may predate a revocation.
                 Ok(_) => continue,
                 Err(err) => {

@@ -202,7 +202,8 @@ impl TokenCache {
         &self.loads
     }
 
-    /// Called by every caller of a load once it has the result.
+    /// Ends the rendezvous of a load that produced an entry (errors are never
+    /// kept by the loader).
     pub(crate) async fn finish_load(&self, hash: &TokenHash) {
         self.loads.invalidate(hash).await;
     }

@@ -173,7 +173,7 @@ where
                         Err(_) => Err(AuthError::Internal),
                     };
                     let verdict =
-                        result.and_then(|entry| span.in_scope(|| auth.verify(&entry, span)));
+                        result.and_then(|entry| span.in_scope(|| auth.verify(entry, span)));
                     let (Some(mut service), Some(mut request)) = (inner.take(), req.take()) else {
                         return Poll::Pending;
                     };

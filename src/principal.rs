@@ -4,6 +4,7 @@
 //! With the `axum` feature, `Principal` is an extractor, and so is
 //! `Option<Principal>` for routes that also serve anonymous callers.
 
+use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -12,54 +13,54 @@ use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::cache::CachedToken;
 use crate::store::{TokenId, User, UserId};
 
-/// The authenticated caller. Cheap to clone (the user data is shared).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authenticated caller. Cheap to clone: it shares the layer's cached
+/// record of the token and its owner.
+#[derive(Clone)]
 pub struct Principal {
-    user: Arc<User>,
-    token_id: TokenId,
-    // Unix nanoseconds: converted to a date only when asked for.
+    // The cache entry itself: putting a principal into a request moves the
+    // entry's reference count once, instead of taking the user's too.
+    token: Arc<CachedToken>,
+    // The effective expiry (the policy may cut the token's own), in Unix
+    // nanoseconds: converted to a date only when asked for.
     expires_ns: Option<i64>,
 }
 
 impl Principal {
-    pub(crate) fn new(user: Arc<User>, token_id: TokenId, expires_ns: Option<i64>) -> Self {
-        Self {
-            user,
-            token_id,
-            expires_ns,
-        }
+    pub(crate) fn new(token: Arc<CachedToken>, expires_ns: Option<i64>) -> Self {
+        Self { token, expires_ns }
     }
 
     /// The user's id.
     pub fn user_id(&self) -> UserId {
-        self.user.id
+        self.token.user.id
     }
 
     /// The user's login name.
     pub fn username(&self) -> &str {
-        &self.user.username
+        &self.token.user.username
     }
 
     /// The user's roles (as of at most `cache_ttl` ago).
     pub fn roles(&self) -> &[String] {
-        &self.user.roles
+        &self.token.user.roles
     }
 
     /// Whether the user holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
-        self.user.has_role(role)
+        self.token.user.has_role(role)
     }
 
     /// The identity provider the user signs in through.
     pub fn identity_provider(&self) -> &str {
-        &self.user.identity_provider
+        &self.token.user.identity_provider
     }
 
     /// The id of the token the request carried.
     pub fn token_id(&self) -> TokenId {
-        self.token_id
+        self.token.id
     }
 
     /// When that token stops working under the policy in force at this request
@@ -71,18 +72,38 @@ impl Principal {
 
     /// The whole user record.
     pub fn user(&self) -> &User {
-        &self.user
+        &self.token.user
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.token.id == other.token.id
+            && self.expires_ns == other.expires_ns
+            && self.token.user == other.token.user
+    }
+}
+
+impl Eq for Principal {}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("user", &self.token.user)
+            .field("token_id", &self.token.id)
+            .field("expires_at", &self.expires_at())
+            .finish()
     }
 }
 
 impl Serialize for Principal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Principal", 6)?;
-        st.serialize_field("user_id", &self.user.id)?;
-        st.serialize_field("username", &self.user.username)?;
-        st.serialize_field("roles", &self.user.roles)?;
-        st.serialize_field("identity_provider", &self.user.identity_provider)?;
-        st.serialize_field("token_id", &self.token_id)?;
+        st.serialize_field("user_id", &self.token.user.id)?;
+        st.serialize_field("username", &self.token.user.username)?;
+        st.serialize_field("roles", &self.token.user.roles)?;
+        st.serialize_field("identity_provider", &self.token.user.identity_provider)?;
+        st.serialize_field("token_id", &self.token.id)?;
         let expires = self.expires_at().and_then(|t| t.format(&Rfc3339).ok());
         st.serialize_field("expires_at", &expires)?;
         st.end()

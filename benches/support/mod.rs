@@ -192,3 +192,22 @@ pub fn ref_digest(token: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes()).into()
 }
+
+/// The benches' time source: wall time, or with `BENCH_CPU_TIME=1` this thread's
+/// CPU time (`CLOCK_THREAD_CPUTIME_ID`), which leaves out time spent by other
+/// processes on a busy machine. Reported figures use wall time.
+pub fn now() -> Duration {
+    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *CPU.get_or_init(|| std::env::var_os("BENCH_CPU_TIME").is_some_and(|v| v == "1")) {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    } else {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(std::time::Instant::now).elapsed()
+    }
+}
