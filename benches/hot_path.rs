@@ -83,12 +83,18 @@ fn variants(rt: &tokio::runtime::Runtime) -> Vec<Variant<'_>> {
     let b = auth.clone();
     let c = auth.clone();
     vec![
-        ("bare", Box::new(move |n| drive(rt, tower::service_fn(bare), &a, n))),
+        (
+            "bare",
+            Box::new(move |n| drive(rt, tower::service_fn(bare), &a, n)),
+        ),
         (
             "tower_http_static_bearer",
             Box::new(move |n| drive(rt, static_bearer.clone(), &b, n)),
         ),
-        ("layer_hit", Box::new(move |n| drive(rt, svc.clone(), &c, n))),
+        (
+            "layer_hit",
+            Box::new(move |n| drive(rt, svc.clone(), &c, n)),
+        ),
         (
             "layer_hit_no_expiry_header",
             Box::new(move |n| drive(rt, quiet_svc.clone(), &quiet_auth, n)),
@@ -116,10 +122,10 @@ fn main() {
     // `HOT_PATH_COUNT=<variant>:<n>` runs only `n` requests through one variant
     // and exits: for `perf stat`, whose cycle and instruction counts are not
     // disturbed by other processes the way wall time is on a busy machine.
-    if let Some((name, n)) = std::env::var("HOT_PATH_COUNT")
-        .ok()
-        .and_then(|spec| spec.split_once(':').map(|(v, n)| (v.to_owned(), n.to_owned())))
-    {
+    if let Some((name, n)) = std::env::var("HOT_PATH_COUNT").ok().and_then(|spec| {
+        spec.split_once(':')
+            .map(|(v, n)| (v.to_owned(), n.to_owned()))
+    }) {
         let n: u64 = n.parse().expect("HOT_PATH_COUNT=<variant>:<n>");
         for (variant, mut run) in variants(&rt) {
             if variant == name {

@@ -233,9 +233,12 @@ impl Attempts {
         }
     }
 
-    /// Counts a failure.
+    /// Counts a failure. The name is logged (escaped) when it reaches the
+    /// limit, not before: a single failure may be a password typed into the
+    /// name field.
     pub(crate) fn fail(&self, username: &str, now: OffsetDateTime) {
-        self.windows
+        let window = self
+            .windows
             .entry_by_ref(username)
             .and_upsert_with(|current| match current.map(|e| e.into_value()) {
                 Some(w) if self.end(&w).is_some_and(|end| now < end) => Window {
@@ -246,7 +249,14 @@ impl Attempts {
                     failures: 1,
                     started: now,
                 },
-            });
+            })
+            .into_value();
+        if window.failures == self.max {
+            tracing::warn!(
+                username = ?username,
+                "too many failed password attempts for this user name: refused until its window passes"
+            );
+        }
     }
 
     /// Forgets the failures of `username` (after a successful attempt).
@@ -368,6 +378,12 @@ impl ClientAttempts {
                 w = self.at(w, now);
                 w.failures = w.failures.saturating_add(1);
                 w.started = w.started.or(Some(now));
+                if w.failures == self.max {
+                    tracing::warn!(
+                        client = ?client,
+                        "too many failed password attempts from this client: refused until its window passes"
+                    );
+                }
             }
             Op::Put(w)
         });

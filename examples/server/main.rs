@@ -69,7 +69,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--database-url" => args.database_url = value()?,
             "--admin-password" => args.admin_password = Some(value()?),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }

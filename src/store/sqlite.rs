@@ -5,7 +5,9 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::SqlitePool;
@@ -99,12 +101,26 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT);
-        // Connections are never retired: an in-memory database lives only as
-        // long as one of its connections, and a SQLite connection costs a file
-        // handle, not a server slot.
-        let pool = SqlitePoolOptions::new()
+        if !is_in_memory(url) {
+            create_private(options.get_filename())?;
+        }
+        // Connections are not retired by age: an in-memory database lives only
+        // as long as one of its connections, and a SQLite connection costs a
+        // file handle, not a server slot.
+        let mut pool = SqlitePoolOptions::new()
             .idle_timeout(None)
-            .max_lifetime(None)
+            .max_lifetime(None);
+        if !is_in_memory(url) {
+            // SQLite opens a file it may not write read-only, and such a
+            // connection stays read-only after the file is writable again: a
+            // connection older than the last "read-only" error is closed when
+            // it goes back to the pool, and replaced by a fresh one.
+            pool = pool.after_release(|_conn, meta| {
+                let keep = !read_only_since_opened(meta.age);
+                Box::pin(async move { Ok(keep) })
+            });
+        }
+        let pool = pool
             .connect_with(options)
             .await
             .map_err(StoreError::backend)?;
@@ -131,6 +147,65 @@ impl SqliteStore {
         &self.pool
     }
 }
+
+/// Creates the database file readable by its owner only (it holds password
+/// hashes; SQLite gives its `-wal` and `-shm` files the same mode). An existing
+/// file is left as it is.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// When a write last failed because a connection was read-only, in nanoseconds
+/// since [`epoch`] (0: never). Shared by every SQLite store of the process: at
+/// worst, another store's connections are reopened once.
+static READ_ONLY_SEEN: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Whether a "read-only" error was seen since a connection of this `age` opened.
+fn read_only_since_opened(age: Duration) -> bool {
+    match READ_ONLY_SEEN.load(Ordering::Acquire) {
+        0 => false,
+        seen => {
+            let seen_ago = epoch().elapsed().saturating_sub(Duration::from_nanos(seen));
+            age >= seen_ago
+        }
+    }
+}
+
+/// Wraps a database error, noting SQLite's "read-only" family
+/// (`SQLITE_READONLY` and its extended codes) for the pool to recycle the
+/// connection.
+fn backend(err: sqlx::Error) -> StoreError {
+    let read_only = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_READONLY);
+    if read_only {
+        let now = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        READ_ONLY_SEEN.store(now.max(1), Ordering::Release);
+    }
+    StoreError::backend(err)
+}
+
+/// SQLite's primary result code for "attempt to write a readonly database".
+const SQLITE_READONLY: i32 = 8;
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -177,7 +252,7 @@ impl TokenStore for SqliteStore {
         .bind(hash.to_hex().as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .as_ref()
         .map(token_record)
         .transpose()
@@ -192,14 +267,14 @@ impl TokenStore for SqliteStore {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .as_ref()
         .map(token_record)
         .transpose()
     }
 
     async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
         insert_token(&mut conn, record).await
     }
 
@@ -223,7 +298,7 @@ impl TokenStore for SqliteStore {
         .bind(nanos(at, "revoked_at")?)
         .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .first()
         .map(token_record)
         .transpose()
@@ -246,7 +321,7 @@ impl TokenStore for SqliteStore {
         query
             .fetch_all(&self.pool)
             .await
-            .map_err(StoreError::backend)?
+            .map_err(backend)?
             .iter()
             .map(token_record)
             .collect()
@@ -258,7 +333,7 @@ impl TokenStore for SqliteStore {
         }
         // One transaction: one fsync for the batch, and its first statement is
         // a write, so it never has to upgrade a read lock under contention.
-        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
         for (id, at) in used {
             sqlx::query(
                 "UPDATE api_tokens SET last_used_at = $2 \
@@ -268,16 +343,16 @@ impl TokenStore for SqliteStore {
             .bind(nanos(*at, "last_used_at")?)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(backend)?;
         }
-        tx.commit().await.map_err(StoreError::backend)
+        tx.commit().await.map_err(backend)
     }
 
     async fn load_policy(&self) -> Result<Option<VersionedPolicy>, StoreError> {
         let Some(row) = sqlx::query("SELECT policy, version FROM api_token_policy WHERE id = 1")
             .fetch_optional(&self.pool)
             .await
-            .map_err(StoreError::backend)?
+            .map_err(backend)?
         else {
             return Ok(None);
         };
@@ -302,7 +377,7 @@ impl TokenStore for SqliteStore {
         .bind(json)
         .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .first()
         .copied()
         .ok_or_else(|| malformed("version"))?;
@@ -328,7 +403,7 @@ impl TokenStore for SqliteStore {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(backend)?;
         if !rotate {
             let newest = sqlx::query(concat!(
                 "SELECT ",
@@ -343,10 +418,10 @@ impl TokenStore for SqliteStore {
             .bind(issued_after)
             .fetch_all(&mut *tx)
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(backend)?;
             if let Some(row) = newest.first() {
                 let existing = token_record(row)?;
-                tx.rollback().await.map_err(StoreError::backend)?;
+                tx.rollback().await.map_err(backend)?;
                 return Ok(Issued::Existing(existing));
             }
         }
@@ -365,14 +440,14 @@ impl TokenStore for SqliteStore {
         .bind(nanos(record.issued_at, "revoked_at")?)
         .fetch_all(&mut *tx)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .iter()
         .map(token_record)
         .collect::<Result<Vec<_>, _>>()?;
         revoked.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(b.id.cmp(&a.id)));
         insert_token(&mut tx, record).await?;
         // A failure here (or at any step above) rolls everything back on drop.
-        tx.commit().await.map_err(StoreError::backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(Issued::Inserted { revoked })
     }
 }
@@ -386,7 +461,7 @@ impl Directory for SqliteStore {
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .as_ref()
         .map(user)
         .transpose()
@@ -400,7 +475,7 @@ impl Directory for SqliteStore {
         .bind(username)
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::backend)?
+        .map_err(backend)?
         .as_ref()
         .map(user)
         .transpose()
@@ -418,7 +493,7 @@ impl Directory for SqliteStore {
         .bind(username)
         .fetch_optional(&self.pool)
         .await
-        .map_err(StoreError::backend)?;
+        .map_err(backend)?;
         let found = match row {
             Some(row) => Some((user(&row)?, row.text("password_hash")?)),
             None => None,
@@ -524,6 +599,64 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_file_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        for file in ["db", "db-wal", "db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_stuck_read_only_are_replaced_and_writes_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+            .await
+            .unwrap();
+        // Make every pooled connection refuse writes the way a connection opened
+        // while the file was read-only does (SQLITE_READONLY), then hand them back.
+        const CONNECTIONS: usize = 4;
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut conn = store.pool().acquire().await.unwrap();
+            sqlx::query("PRAGMA query_only = 1")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            held.push(conn);
+        }
+        drop(held);
+        // Released connections go back to the idle queue asynchronously.
+        while store.pool().num_idle() < CONNECTIONS {
+            tokio::task::yield_now().await;
+        }
+        // Each stuck connection fails at most twice (its failing write, and a
+        // release that may race the error's note), then is replaced.
+        let mut failures = 0;
+        while store.save_policy(&Policy::None).await.is_err() {
+            failures += 1;
+            assert!(failures <= 2 * CONNECTIONS, "writes never recovered");
+            tokio::task::yield_now().await;
+        }
+        assert!(failures >= 1, "the stuck connections were never used");
+        for i in 0..20 {
+            assert!(
+                store.save_policy(&Policy::None).await.is_ok(),
+                "write {i} after recovery failed"
+            );
         }
     }
 
