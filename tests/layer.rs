@@ -475,3 +475,54 @@ async fn a_cached_token_is_refused_from_its_expiry_on_without_asking_the_store_a
     // Every decision came from the one cached entry.
     assert_eq!(h.store.lookups(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_of_latency_errors_hangs_and_dropped_connections_gets_the_right_answers() {
+    let timeout = Duration::from_millis(500);
+    let h = Harness::with(|b| b.lookup_timeout(timeout)).await;
+    // Six distinct tokens, none cached yet: each first request is one lookup.
+    let mut toks = Vec::new();
+    for _ in 0..6 {
+        toks.push(h.token(&h.alice).await.0);
+    }
+    let ms = Duration::from_millis;
+    let schedule = [
+        (Fault::Delay(ms(100)), StatusCode::OK, ms(100)),
+        (Fault::Fail, StatusCode::SERVICE_UNAVAILABLE, ms(0)),
+        (Fault::Hang, StatusCode::SERVICE_UNAVAILABLE, timeout),
+        (Fault::Drop(ms(50)), StatusCode::SERVICE_UNAVAILABLE, ms(50)),
+        (
+            Fault::Delay(ms(600)),
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ),
+        (Fault::Pass, StatusCode::OK, ms(0)),
+    ];
+    h.store
+        .schedule(schedule.iter().map(|(fault, _, _)| *fault));
+    for (tok, (fault, want, took)) in toks.iter().zip(schedule) {
+        let started = tokio::time::Instant::now();
+        let a = send(&h.tokens, bearer(tok)).await;
+        assert_eq!(a.status, want, "{fault:?}");
+        // Virtual time: exactly the fault's delay, or the lookup timeout.
+        assert_eq!(started.elapsed(), took, "{fault:?}");
+        if want == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(a.headers["retry-after"], "1", "{fault:?}");
+            assert!(a.headers.get("www-authenticate").is_none(), "{fault:?}");
+        }
+    }
+    assert_eq!(h.store.lookups(), 6);
+
+    // Nothing was cached from a failure: the four refused tokens are looked up
+    // again and accepted; the two accepted ones come from the cache, even while
+    // the store fails every lookup.
+    for tok in &toks {
+        assert_eq!(send(&h.tokens, bearer(tok)).await.status, StatusCode::OK);
+    }
+    assert_eq!(h.store.lookups(), 6 + 4);
+    h.store.schedule([Fault::Fail; 6]);
+    for tok in &toks {
+        assert_eq!(send(&h.tokens, bearer(tok)).await.status, StatusCode::OK);
+    }
+    assert_eq!(h.store.lookups(), 10, "every token is cached now");
+}

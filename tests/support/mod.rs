@@ -49,6 +49,22 @@ pub struct TestStore {
     pub panicking: Arc<AtomicBool>,
     pub hanging: Arc<AtomicBool>,
     pause: Arc<Mutex<Option<Arc<Pause>>>>,
+    schedule: Arc<Mutex<std::collections::VecDeque<Fault>>>,
+}
+
+/// What one token lookup does, when scheduled with [`TestStore::schedule`].
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answers normally.
+    Pass,
+    /// Answers normally after this long.
+    Delay(std::time::Duration),
+    /// Fails at once.
+    Fail,
+    /// Never answers.
+    Hang,
+    /// Fails after this long, as a connection reset mid-query would.
+    Drop(std::time::Duration),
 }
 
 impl TestStore {
@@ -72,6 +88,12 @@ impl TestStore {
         self.hanging.store(on, Ordering::SeqCst);
     }
 
+    /// The next token lookups, one fault each, in order; lookups past the end
+    /// of the schedule answer normally.
+    pub fn schedule(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.schedule.lock().unwrap().extend(faults);
+    }
+
     /// The next lookup reads its record, then waits for `release`.
     pub fn pause_next_lookup(&self) -> Arc<Pause> {
         let pause = Arc::new(Pause::default());
@@ -84,6 +106,19 @@ impl TestStore {
 impl TokenStore for TestStore {
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
+        let fault = self.schedule.lock().unwrap().pop_front();
+        match fault {
+            None | Some(Fault::Pass) => {}
+            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+            Some(Fault::Fail) => return Err(StoreError::backend(Injected)),
+            Some(Fault::Hang) => std::future::pending::<()>().await,
+            Some(Fault::Drop(d)) => {
+                tokio::time::sleep(d).await;
+                return Err(StoreError::backend(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                )));
+            }
+        }
         if self.hanging.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
