@@ -162,4 +162,47 @@ fn main() {
             ours / tower_http
         );
     }
+    interleaved(&rt);
+}
+
+/// The same ratios, robust to a machine whose speed drifts: every round runs
+/// each variant for a short burst, one after another, and the ratio is taken
+/// within the round; the report is the median over the rounds (with the
+/// interquartile range). Criterion measures one variant for seconds before the
+/// next, so a drift between variants lands in its ratios.
+fn interleaved(rt: &tokio::runtime::Runtime) {
+    const ROUNDS: usize = 301;
+    const BURST: u64 = 20_000;
+    let mut variants = variants(rt);
+    let mut per_variant: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); variants.len()];
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let mut ratios_quiet = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let ns: Vec<f64> = variants
+            .iter_mut()
+            .map(|(_, run)| run(BURST).as_nanos() as f64 / BURST as f64)
+            .collect();
+        // Order: bare, tower-http, layer, layer without the header, reference.
+        ratios.push((ns[2] - ns[0]) / (ns[4] - ns[0]));
+        ratios_quiet.push((ns[3] - ns[0]) / (ns[4] - ns[0]));
+        for (all, n) in per_variant.iter_mut().zip(ns) {
+            all.push(n);
+        }
+    }
+    let quartiles = |xs: &mut Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
+        (at(0.25), at(0.5), at(0.75))
+    };
+    println!("\ninterleaved: {ROUNDS} rounds of {BURST} requests per variant");
+    for ((name, _), all) in variants.iter().zip(per_variant.iter_mut()) {
+        let (q1, m, q3) = quartiles(all);
+        println!("  {name:<28} median {m:.1} ns (IQR {q1:.1} – {q3:.1})");
+    }
+    let (q1, m, q3) = quartiles(&mut ratios);
+    println!(
+        "  layer cost over bare / reference cost over bare: median {m:.2} (IQR {q1:.2} – {q3:.2}; goal ≤ 1.30)"
+    );
+    let (q1, m, q3) = quartiles(&mut ratios_quiet);
+    println!("  the same without the expiry header: median {m:.2} (IQR {q1:.2} – {q3:.2})");
 }

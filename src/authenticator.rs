@@ -16,7 +16,7 @@ use tracing::Span;
 
 use crate::cache::{CachedToken, Missing, TokenCache};
 use crate::clock::Clock;
-use crate::error::{AuthError, InvalidToken, StoreError};
+use crate::error::{AuthError, InvalidRequest, InvalidToken, StoreError};
 use crate::extract::{self, Credentials};
 use crate::policy::PolicySnapshot;
 use crate::principal::{Principal, expiry_header_value};
@@ -75,7 +75,7 @@ impl Authenticator {
         allow_anonymous: bool,
         span: &Span,
     ) -> Step {
-        let token = match extract::bearer(headers, self.max_token_len) {
+        let token = match extract::bearer_unchecked(headers, self.max_token_len) {
             Ok(Credentials::Bearer(token)) => token,
             Ok(Credentials::Missing | Credentials::OtherScheme) if allow_anonymous => {
                 return Step::Anonymous;
@@ -86,8 +86,14 @@ impl Authenticator {
             Err(invalid) => return Step::Reject(invalid.into()),
         };
         // Garbage is refused here, before it can touch the cache or the store.
+        // Every token of the format is token68, so only a token that fails the
+        // format is checked for the request's shape (400 rather than 401).
         if self.format.check_bytes(token).is_err() {
-            return Step::Reject(InvalidToken::Malformed.into());
+            return Step::Reject(if extract::is_token68(token) {
+                InvalidToken::Malformed.into()
+            } else {
+                InvalidRequest::MalformedToken.into()
+            });
         }
         let hash = TokenHash::of_bytes(token);
         if let Some(entry) = self.cache.get(&hash) {

@@ -7,10 +7,11 @@ use crate::extract::{self, Credentials};
 use crate::manager::ApiTokens;
 use crate::token::TokenHash;
 
-/// The bearer credential of `headers`, as the layer extracts it.
+/// The bearer credential of `headers`, as the layer extracts it, checked to be
+/// token68 (the layer skips that check for tokens of its own format).
 pub fn parse_bearer(headers: &mut HeaderMap, max_len: usize) -> Option<&[u8]> {
-    match extract::bearer(headers, max_len) {
-        Ok(Credentials::Bearer(token)) => Some(token),
+    match extract::bearer_unchecked(headers, max_len) {
+        Ok(Credentials::Bearer(token)) if extract::is_token68(token) => Some(token),
         _ => None,
     }
 }

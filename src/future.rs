@@ -68,6 +68,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     R: OnRejection<ResBody>,
 {
+    #[inline]
     pub(crate) fn inner(fut: S::Future, expiry: Option<HeaderValue>, auth: &Authenticator) -> Self {
         let expiry = auth.expiry_header.clone().zip(expiry);
         Self {

@@ -72,12 +72,16 @@ where
         });
         match step {
             Step::Accept(Accepted { principal, expiry }) => {
-                span.record("outcome", "accepted");
+                if !span.is_disabled() {
+                    span.record("outcome", "accepted");
+                }
                 req.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(req), expiry, &self.auth)
             }
             Step::Anonymous => {
-                span.record("outcome", "anonymous");
+                if !span.is_disabled() {
+                    span.record("outcome", "anonymous");
+                }
                 ResponseFuture::inner(self.inner.call(req), None, &self.auth)
             }
             Step::Reject(error) => {
