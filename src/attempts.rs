@@ -233,9 +233,11 @@ impl Attempts {
         }
     }
 
-    /// Counts a failure. The name is logged (escaped) when it reaches the
-    /// limit, not before: a single failure may be a password typed into the
-    /// name field.
+    /// Counts a failure, and logs a lockout when the name reaches the limit.
+    /// The log carries a digest of the name, not the name: what a client sends
+    /// as a user name may be a secret (a password typed into the wrong field, a
+    /// token sent as a Basic user name). An operator finds the name by hashing
+    /// the candidates: `printf %s NAME | sha256sum`.
     pub(crate) fn fail(&self, username: &str, now: OffsetDateTime) {
         let window = self
             .windows
@@ -253,7 +255,7 @@ impl Attempts {
             .into_value();
         if window.failures == self.max {
             tracing::warn!(
-                username = ?username,
+                username_sha256 = %name_digest(username),
                 "too many failed password attempts for this user name: refused until its window passes"
             );
         }
@@ -410,6 +412,14 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.clients.release(&self.client, self.failed_at);
     }
+}
+
+/// The first 12 hex digits of SHA-256 of `name`: enough to tell names apart in
+/// a log, nothing a reader can turn back into the name.
+fn name_digest(name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    hex::encode(&digest[..6])
 }
 
 #[cfg(test)]

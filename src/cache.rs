@@ -123,11 +123,13 @@ impl TokenCache {
                 .max_capacity(settings.negative_capacity)
                 .time_to_live(settings.negative_ttl)
                 .build(),
-            // Only a rendezvous for concurrent loads: each load removes its own
-            // result once its callers have it (see `finish_load`).
+            // Only a rendezvous for concurrent loads: the caller that ran a load
+            // removes its result once it has it (see `finish_load`). Should that
+            // caller be cancelled first, the result may be handed to later
+            // misses until it lapses, so it lives no longer than an entry would.
             loads: moka::future::Cache::builder()
                 .max_capacity(settings.negative_capacity)
-                .time_to_live(settings.negative_ttl)
+                .time_to_live(settings.negative_ttl.min(settings.ttl))
                 .build(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }

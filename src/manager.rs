@@ -266,7 +266,7 @@ impl ApiTokens {
         let attempts = &self.shared.attempts;
         // One check at a time per user name: concurrent guesses are counted
         // exactly, and concurrent correct passwords are never refused.
-        let _turn = attempts.turn(username).await;
+        let turn = attempts.turn(username).await;
         attempts.check(username, clock.now()).map_err(limited)?;
         // Reserved only now, so attempts queued for a name's turn or refused
         // by its limit never hold the client's places.
@@ -274,28 +274,41 @@ impl ApiTokens {
             Some(client) => Some(clients.reserve(client, clock.now()).map_err(limited)?),
             None => None,
         };
-        // A store failure drops the reservation uncounted.
-        match self
-            .auth()
-            .directory
-            .verify_password(username, password)
-            .await?
-        {
-            Some(user) => {
-                // The name's failures are forgiven; the client's are not, or
-                // one valid account would buy unlimited guesses at the others.
-                attempts.reset(username);
-                Ok(user)
-            }
-            None => {
-                let now = clock.now();
-                attempts.fail(username, now);
-                if let Some(reservation) = reservation {
-                    reservation.fail(now);
+        // The check runs to its end in a task of its own, holding the name's
+        // turn and the client's place: a caller that gives up (a dropped
+        // connection) frees neither early and is still counted, so hanging up
+        // cannot run more password checks at once than the limits allow.
+        let this = self.clone();
+        let (username, password) = (username.to_owned(), password.clone());
+        let check = tokio::spawn(async move {
+            let _turn = turn;
+            let attempts = &this.shared.attempts;
+            // A store failure drops the reservation uncounted.
+            match this
+                .auth()
+                .directory
+                .verify_password(&username, &password)
+                .await?
+            {
+                Some(user) => {
+                    // The name's failures are forgiven; the client's are not, or
+                    // one valid account would buy unlimited guesses at the others.
+                    attempts.reset(&username);
+                    Ok(user)
                 }
-                Err(ManageError::InvalidCredentials)
+                None => {
+                    let now = this.auth().clock.now();
+                    attempts.fail(&username, now);
+                    if let Some(reservation) = reservation {
+                        reservation.fail(now);
+                    }
+                    Err(ManageError::InvalidCredentials)
+                }
             }
-        }
+        });
+        check
+            .await
+            .map_err(|failed| ManageError::Store(StoreError::backend(failed)))?
     }
 
     /// Re-authenticates a user by password and returns their token: the existing

@@ -613,3 +613,48 @@ async fn a_zero_client_limit_is_a_configuration_error() {
         Err(ConfigError::ZeroAttempts("failed_attempts"))
     ));
 }
+
+#[tokio::test]
+async fn a_check_whose_caller_hung_up_still_holds_its_place_and_still_counts() {
+    let h = Harness::with(|b| b.client_failed_attempts(1, Duration::from_secs(900))).await;
+    let a = client("203.0.113.9");
+    let wrong = Password::new("Summer2026!");
+    // The caller gives up as soon as the check has started (a dropped connection).
+    let gave_up = tokio::time::timeout(
+        Duration::ZERO,
+        h.tokens.generate_from(a.clone(), "bob", &wrong, false),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the check finished within one poll");
+    // The abandoned check still holds the client's one place: no second check
+    // starts alongside it, not even with the right password.
+    let answer = h
+        .tokens
+        .generate_from(a.clone(), "alice", &pw("alice"), false)
+        .await;
+    assert!(
+        matches!(answer, Err(ManageError::RateLimited { .. })),
+        "{answer:?}"
+    );
+    // Once it ends, its failure is counted: the client is refused for the window.
+    let mut refused_for_the_window = false;
+    for _ in 0..500 {
+        let answer = h
+            .tokens
+            .generate_from(a.clone(), "alice", &pw("alice"), false)
+            .await;
+        if let Err(ManageError::RateLimited { retry_after }) = answer
+            && retry_after == Duration::from_secs(900)
+        {
+            refused_for_the_window = true;
+            break;
+        }
+        // Polling for the abandoned check's end, which runs on a blocking thread.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        refused_for_the_window,
+        "the abandoned failure was never counted"
+    );
+    assert_eq!(h.store.password_checks(), 1);
+}

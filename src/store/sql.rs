@@ -20,11 +20,15 @@ enum EncodingError {
 }
 
 /// A unique-key violation is the caller's [`StoreError::Conflict`]; anything
-/// else is the backend's failure.
-pub(super) fn write_error(err: sqlx::Error, conflict: &'static str) -> StoreError {
+/// else is the backend's failure, as `otherwise` wraps it.
+pub(super) fn write_error(
+    err: sqlx::Error,
+    conflict: &'static str,
+    otherwise: fn(sqlx::Error) -> StoreError,
+) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(conflict),
-        _ => StoreError::backend(err),
+        _ => otherwise(err),
     }
 }
 

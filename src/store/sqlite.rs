@@ -237,7 +237,7 @@ async fn insert_token(
     .bind(nanos_opt(record.last_used_at, "last_used_at")?)
     .execute(conn)
     .await
-    .map_err(|e| write_error(e, "token id or hash exists"))?;
+    .map_err(|e| write_error(e, "token id or hash exists", backend))?;
     Ok(())
 }
 
@@ -515,7 +515,7 @@ impl Directory for SqliteStore {
         .bind(phc)
         .execute(&self.pool)
         .await
-        .map_err(|e| write_error(e, "user id or name exists"))?;
+        .map_err(|e| write_error(e, "user id or name exists", backend))?;
         Ok(())
     }
 
@@ -530,7 +530,7 @@ impl Directory for SqliteStore {
         .bind(user.identity_provider.as_str())
         .execute(&self.pool)
         .await
-        .map_err(|e| write_error(e, "user name exists"))?;
+        .map_err(|e| write_error(e, "user name exists", backend))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -657,6 +657,39 @@ mod tests {
                 store.save_policy(&Policy::None).await.is_ok(),
                 "write {i} after recovery failed"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn user_writes_also_replace_connections_stuck_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+            .await
+            .unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        sqlx::query("PRAGMA query_only = 1")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        while store.pool().num_idle() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Through the unique-violation-aware error path (`write_error`).
+        let mut failures = 0;
+        for i in 0.. {
+            let user = User {
+                id: UserId::new(),
+                username: format!("user-{i}"),
+                roles: vec![],
+                identity_provider: "local".into(),
+            };
+            if store.create_user(&user, &"password1".into()).await.is_ok() {
+                break;
+            }
+            failures += 1;
+            assert!(failures <= 2, "user writes never recovered");
+            tokio::task::yield_now().await;
         }
     }
 

@@ -323,7 +323,7 @@ async fn insert_token(
     .bind(nanos_opt(record.last_used_at, "last_used_at")?)
     .execute(conn)
     .await
-    .map_err(|e| write_error(e, "token id or hash exists"))?;
+    .map_err(|e| write_error(e, "token id or hash exists", StoreError::backend))?;
     Ok(())
 }
 
@@ -622,7 +622,7 @@ impl Directory for PostgresStore {
         .bind(phc)
         .execute(&self.pool)
         .await
-        .map_err(|e| write_error(e, "user id or name exists"))?;
+        .map_err(|e| write_error(e, "user id or name exists", StoreError::backend))?;
         Ok(())
     }
 
@@ -638,7 +638,7 @@ impl Directory for PostgresStore {
         .bind(user.identity_provider.as_str())
         .execute(&mut *tx)
         .await
-        .map_err(|e| write_error(e, "user name exists"))?;
+        .map_err(|e| write_error(e, "user name exists", StoreError::backend))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
