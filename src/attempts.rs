@@ -191,17 +191,9 @@ pub(crate) struct Attempts {
 
 impl Attempts {
     pub(crate) fn new(max: u32, window: Duration) -> Self {
-        // Real time only bounds memory; the window itself runs on the crate's
-        // clock.
         Self {
-            windows: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_idle(window)
-                .build(),
-            turns: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_idle(window)
-                .build(),
+            windows: bounded(window),
+            turns: bounded(window),
             max,
             window,
         }
@@ -287,13 +279,8 @@ pub(crate) struct ClientAttempts {
 
 impl ClientAttempts {
     pub(crate) fn new(max: u32, window: Duration) -> Self {
-        // Real time only bounds memory; the window itself runs on the crate's
-        // clock.
         Self {
-            windows: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_idle(window)
-                .build(),
+            windows: bounded(window),
             max,
             window,
         }
@@ -412,6 +399,19 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.clients.release(&self.client, self.failed_at);
     }
+}
+
+/// A counter cache of bounded size whose idle entries go after `window`. Real
+/// time only bounds memory; the windows themselves run on the crate's clock.
+fn bounded<K, V>(window: Duration) -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(CAPACITY)
+        .time_to_idle(window)
+        .build()
 }
 
 /// The first 12 hex digits of SHA-256 of `name`: enough to tell names apart in

@@ -620,17 +620,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn connections_stuck_read_only_are_replaced_and_writes_recover() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
+    /// A store in `dir` whose `n` pooled connections refuse writes the way a
+    /// connection opened while the file was read-only does (`SQLITE_READONLY`),
+    /// all back in the pool.
+    async fn with_connections_stuck_read_only(dir: &std::path::Path, n: usize) -> SqliteStore {
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.join("db").display()))
             .await
             .unwrap();
-        // Make every pooled connection refuse writes the way a connection opened
-        // while the file was read-only does (SQLITE_READONLY), then hand them back.
-        const CONNECTIONS: usize = 4;
         let mut held = Vec::new();
-        for _ in 0..CONNECTIONS {
+        for _ in 0..n {
             let mut conn = store.pool().acquire().await.unwrap();
             sqlx::query("PRAGMA query_only = 1")
                 .execute(&mut *conn)
@@ -640,9 +638,17 @@ mod tests {
         }
         drop(held);
         // Released connections go back to the idle queue asynchronously.
-        while store.pool().num_idle() < CONNECTIONS {
+        while store.pool().num_idle() < n {
             tokio::task::yield_now().await;
         }
+        store
+    }
+
+    #[tokio::test]
+    async fn connections_stuck_read_only_are_replaced_and_writes_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        const CONNECTIONS: usize = 4;
+        let store = with_connections_stuck_read_only(dir.path(), CONNECTIONS).await;
         // Each stuck connection fails at most twice (its failing write, and a
         // release that may race the error's note), then is replaced.
         let mut failures = 0;
@@ -663,18 +669,7 @@ mod tests {
     #[tokio::test]
     async fn user_writes_also_replace_connections_stuck_read_only() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
-            .await
-            .unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
-        sqlx::query("PRAGMA query_only = 1")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        drop(conn);
-        while store.pool().num_idle() < 1 {
-            tokio::task::yield_now().await;
-        }
+        let store = with_connections_stuck_read_only(dir.path(), 1).await;
         // Through the unique-violation-aware error path (`write_error`).
         let mut failures = 0;
         for i in 0.. {
