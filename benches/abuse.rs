@@ -15,7 +15,6 @@ use http::HeaderValue;
 use support::SlowStore;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_api_tokens::ApiTokens;
-use tower_api_tokens::store::{Directory, User, UserId};
 
 const ABUSE: usize = 1_000_000;
 const HOT: usize = 1_000;
@@ -98,13 +97,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let store = SlowStore::default();
-        let user = User {
-            id: UserId::new(),
-            username: "abuse".into(),
-            roles: vec!["dev".into()],
-            identity_provider: "local".into(),
-        };
-        store.create_user(&user, &"pw".into()).await.unwrap();
+        let user = support::bench_user(&store).await;
         let tokens = ApiTokens::builder()
             .backend(store.clone())
             .negative_capacity(NEGATIVE_CAPACITY)

@@ -16,20 +16,11 @@ use std::time::{Duration, Instant};
 use support::SlowStore;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_api_tokens::ApiTokens;
-use tower_api_tokens::store::{Directory, PostgresStore, SqliteStore, TokenStore, User, UserId};
+use tower_api_tokens::store::{Directory, PostgresStore, SqliteStore, TokenStore};
 
 const LATENCY: Duration = Duration::from_millis(1);
 const CONCURRENT: usize = 1000;
 const ROUNDS: usize = 21;
-
-fn user() -> User {
-    User {
-        id: UserId::new(),
-        username: "bench".into(),
-        roles: vec!["dev".into()],
-        identity_provider: "local".into(),
-    }
-}
 
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
@@ -46,8 +37,7 @@ async fn coalesced_round() -> (usize, Duration) {
         latency: LATENCY,
         ..SlowStore::default()
     };
-    let u = user();
-    store.create_user(&u, &"pw".into()).await.unwrap();
+    let u = support::bench_user(&store).await;
     let tokens = ApiTokens::builder()
         .backend(store.clone())
         .build()
@@ -123,8 +113,7 @@ async fn postgres_misses(n: usize) -> Vec<Duration> {
 /// after another (every request is a cache miss: a token lookup and a user
 /// lookup in the store).
 async fn misses<B: TokenStore + Directory + Clone>(store: B, n: usize) -> Vec<Duration> {
-    let u = user();
-    store.create_user(&u, &"pw".into()).await.unwrap();
+    let u = support::bench_user(&store).await;
     let tokens = ApiTokens::builder().backend(store).build().await.unwrap();
     let mut headers = Vec::with_capacity(n);
     for _ in 0..n {

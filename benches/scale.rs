@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_api_tokens::ApiTokens;
-use tower_api_tokens::store::{Directory, MemoryStore, User, UserId};
+use tower_api_tokens::store::MemoryStore;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 const DRAWS: usize = 200_000;
@@ -105,13 +105,7 @@ fn main() {
         let mut results = Vec::new();
         for n in SIZES {
             let store = MemoryStore::new();
-            let user = User {
-                id: UserId::new(),
-                username: "bench".into(),
-                roles: vec!["dev".into()],
-                identity_provider: "local".into(),
-            };
-            store.create_user(&user, &"pw".into()).await.unwrap();
+            let user = support::bench_user(&store).await;
             let tokens = ApiTokens::builder()
                 .backend(store)
                 .cache_capacity(2_000_000)

@@ -31,13 +31,7 @@ pub async fn tokens_with_token_configured(
     configure: impl FnOnce(tower_api_tokens::Builder) -> tower_api_tokens::Builder,
 ) -> (ApiTokens, HeaderValue, String) {
     let store = MemoryStore::new();
-    let user = User {
-        id: UserId::new(),
-        username: "bench".into(),
-        roles: vec!["dev".into()],
-        identity_provider: "local".into(),
-    };
-    store.create_user(&user, &"pw".into()).await.unwrap();
+    let user = bench_user(&store).await;
     let tokens = configure(ApiTokens::builder().backend(store))
         .build()
         .await
@@ -51,6 +45,18 @@ pub async fn tokens_with_token_configured(
         .to_owned();
     let header = HeaderValue::try_from(format!("Bearer {token}")).unwrap();
     (tokens, header, token)
+}
+
+/// Creates the benches' user (`bench`, role `dev`) in `store`.
+pub async fn bench_user(store: &impl Directory) -> User {
+    let user = User {
+        id: UserId::new(),
+        username: "bench".into(),
+        roles: vec!["dev".into()],
+        identity_provider: "local".into(),
+    };
+    store.create_user(&user, &"pw".into()).await.unwrap();
+    user
 }
 
 /// The request every variant serves: `GET /` with one `Authorization` header.

@@ -606,11 +606,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_database_file_is_private_to_its_owner() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let _store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (dir, _store) = file_store().await;
         for file in ["db", "db-wal", "db-shm"] {
             let mode = std::fs::metadata(dir.path().join(file))
                 .unwrap()
@@ -620,13 +616,21 @@ mod tests {
         }
     }
 
-    /// A store in `dir` whose `n` pooled connections refuse writes the way a
-    /// connection opened while the file was read-only does (`SQLITE_READONLY`),
-    /// all back in the pool.
-    async fn with_connections_stuck_read_only(dir: &std::path::Path, n: usize) -> SqliteStore {
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.join("db").display()))
+    /// A store on a new file in a temporary directory (kept while the
+    /// returned guard lives).
+    async fn file_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    /// A file store whose `n` pooled connections refuse writes the way a
+    /// connection opened while the file was read-only does (`SQLITE_READONLY`),
+    /// all back in the pool.
+    async fn with_connections_stuck_read_only(n: usize) -> (tempfile::TempDir, SqliteStore) {
+        let (dir, store) = file_store().await;
         let mut held = Vec::new();
         for _ in 0..n {
             let mut conn = store.pool().acquire().await.unwrap();
@@ -641,14 +645,13 @@ mod tests {
         while store.pool().num_idle() < n {
             tokio::task::yield_now().await;
         }
-        store
+        (dir, store)
     }
 
     #[tokio::test]
     async fn connections_stuck_read_only_are_replaced_and_writes_recover() {
-        let dir = tempfile::tempdir().unwrap();
         const CONNECTIONS: usize = 4;
-        let store = with_connections_stuck_read_only(dir.path(), CONNECTIONS).await;
+        let (_dir, store) = with_connections_stuck_read_only(CONNECTIONS).await;
         // Each stuck connection fails at most twice (its failing write, and a
         // release that may race the error's note), then is replaced.
         let mut failures = 0;
@@ -668,8 +671,7 @@ mod tests {
 
     #[tokio::test]
     async fn user_writes_also_replace_connections_stuck_read_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = with_connections_stuck_read_only(dir.path(), 1).await;
+        let (_dir, store) = with_connections_stuck_read_only(1).await;
         // Through the unique-violation-aware error path (`write_error`).
         let mut failures = 0;
         for i in 0.. {
@@ -690,10 +692,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_revoke_that_fails_at_commit_is_an_error_not_a_success() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
-            .await
-            .unwrap();
+        let (_dir, store) = file_store().await;
         let record = record_at(datetime!(2026-01-01 00:00 UTC));
         store.insert(&record).await.unwrap();
         fail_commits_on(&store, "api_tokens").await;
@@ -712,10 +711,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_issue_that_fails_at_commit_is_an_error_and_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
-            .await
-            .unwrap();
+        let (_dir, store) = file_store().await;
         let record = record_at(datetime!(2026-01-01 00:00 UTC));
         store.insert(&record).await.unwrap();
         fail_commits_on(&store, "api_tokens").await;
@@ -734,10 +730,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_policy_save_that_fails_at_commit_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("db").display()))
-            .await
-            .unwrap();
+        let (_dir, store) = file_store().await;
         store.save_policy(&Policy::None).await.unwrap();
         fail_commits_on(&store, "api_token_policy").await;
         assert!(store.save_policy(&Policy::default()).await.is_err());
