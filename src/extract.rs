@@ -64,7 +64,23 @@ pub(crate) fn bearer_unchecked(
     if count > 1 {
         return Err(InvalidRequest::MultipleAuthorizationHeaders);
     }
-    let value = trim_ows(values.into_mut().as_bytes());
+    credentials(values.into_mut().as_bytes(), max_len)
+}
+
+/// The credentials in one `Authorization` value. The common shape, `Bearer
+/// <token>`, is recognised with one 8-byte comparison; everything else (leading
+/// whitespace, another scheme) takes [`credentials_general`], which gives the
+/// same answer for that shape too (tested for every byte).
+fn credentials(value: &[u8], max_len: usize) -> Result<Credentials<'_>, InvalidRequest> {
+    match strip_bearer_sp(value) {
+        Some(rest) => bearer_token(trim_trailing_ows(rest), max_len),
+        None => credentials_general(value, max_len),
+    }
+}
+
+/// `auth-scheme [ 1*SP token68 ]`, after trimming the field's whitespace.
+fn credentials_general(value: &[u8], max_len: usize) -> Result<Credentials<'_>, InvalidRequest> {
+    let value = trim_ows(value);
     if value.is_empty() {
         return Err(InvalidRequest::MissingToken);
     }
@@ -75,6 +91,11 @@ pub(crate) fn bearer_unchecked(
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Ok(Credentials::OtherScheme);
     }
+    bearer_token(rest, max_len)
+}
+
+/// What follows `Bearer` and its first space: more spaces, then the token.
+fn bearer_token(rest: &[u8], max_len: usize) -> Result<Credentials<'_>, InvalidRequest> {
     let token = trim_leading_spaces(rest);
     if token.is_empty() {
         return Err(InvalidRequest::MissingToken);
@@ -85,10 +106,28 @@ pub(crate) fn bearer_unchecked(
     Ok(Credentials::Bearer(token))
 }
 
+/// `value` after a leading `Bearer ` (scheme in any case, then one space).
+#[inline]
+fn strip_bearer_sp(value: &[u8]) -> Option<&[u8]> {
+    let (head, rest) = value.split_first_chunk::<7>()?;
+    let mut word = [0u8; 8];
+    word[..7].copy_from_slice(head);
+    // Setting bit 0x20 lowers an ASCII capital; of all bytes only `B`/`b` then
+    // give `b`, and so on, so this matches the scheme case-insensitively and
+    // nothing else. The space (byte 6) must be exact.
+    const CASE: u64 = u64::from_le_bytes(*b"\x20\x20\x20\x20\x20\x20\0\0");
+    const BEARER_SP: u64 = u64::from_le_bytes(*b"bearer \0");
+    (u64::from_le_bytes(word) | CASE == BEARER_SP).then_some(rest)
+}
+
 fn trim_ows(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = bytes {
         bytes = rest;
     }
+    trim_trailing_ows(bytes)
+}
+
+fn trim_trailing_ows(mut bytes: &[u8]) -> &[u8] {
     while let [rest @ .., b' ' | b'\t'] = bytes {
         bytes = rest;
     }
@@ -154,6 +193,46 @@ mod tests {
         assert!(is_token68(b"abc=="));
         assert!(!is_token68(b"=="));
         assert!(!is_token68(b"a=b"));
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_the_general_rule_for_every_byte() {
+        // Every byte at each of the first 9 places of a bearer value (so every
+        // near miss of `Bearer `), and every pair of whitespace bytes around the
+        // space.
+        let base = b"Bearer tok";
+        let mut checked = 0;
+        for at in 0..9 {
+            for byte in 0..=255u8 {
+                let mut value = base.to_vec();
+                value[at] = byte;
+                assert_eq!(
+                    credentials(&value, 64),
+                    credentials_general(&value, 64),
+                    "{value:?}"
+                );
+                checked += 1;
+            }
+        }
+        for a in [b' ', b'\t', b'x'] {
+            for b in [b' ', b'\t', b'x'] {
+                for value in [
+                    [b"Bearer".as_slice(), &[a, b], b"tok"].concat(),
+                    [b"bEaReR ".as_slice(), &[a], b"tok", &[b]].concat(),
+                    [&[a][..], b"Bearer ", &[b]].concat(),
+                ] {
+                    assert_eq!(credentials(&value, 64), credentials_general(&value, 64));
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 9 * 256 + 27);
+        // And the shortcut is taken for the common shape.
+        assert!(strip_bearer_sp(b"Bearer tok").is_some());
+        assert!(strip_bearer_sp(b"BEARER tok").is_some());
+        assert!(strip_bearer_sp(b"Bearer\ttok").is_none());
+        assert!(strip_bearer_sp(b"Bearez tok").is_none());
+        assert!(strip_bearer_sp(b"Bearer").is_none());
     }
 
     #[test]
