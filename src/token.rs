@@ -143,9 +143,13 @@ impl TokenFormat {
         }
         // Decoding the 6 digits is cheaper than encoding the CRC to compare text;
         // 62^6 > 2^32, so equal values mean the canonical encoding.
-        let mut sum: u64 = 0;
-        for &digit in check {
-            sum = sum * 62 + u64::from(decode_base62(digit).ok_or(FormatError::Alphabet)?);
+        // Branch-free: an invalid digit decodes to 0x80, which sets `bad`.
+        let (sum, bad) = check.iter().fold((0u64, 0u8), |(sum, bad), &digit| {
+            let value = DECODE_BASE62[usize::from(digit)];
+            (sum * 62 + u64::from(value & 0x7f), bad | value)
+        });
+        if bad & 0x80 != 0 {
+            return Err(FormatError::Alphabet);
         }
         if sum != u64::from(crc32fast::hash(signed)) {
             return Err(FormatError::Checksum);
@@ -166,14 +170,16 @@ fn all_alphanumeric(bytes: &[u8]) -> bool {
     }) == 0
 }
 
-fn decode_base62(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'A'..=b'Z' => Some(digit - b'A' + 10),
-        b'a'..=b'z' => Some(digit - b'a' + 36),
-        _ => None,
+/// A base62 digit's value by its byte, or `0x80` for a byte that is no digit.
+const DECODE_BASE62: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    table
+};
 
 /// Writes the big-endian integer `bytes` in base62 into `out`, most significant
 /// digit first, padded with `0`. `out` must be wide enough for the value; the
@@ -355,6 +361,19 @@ mod tests {
         assert!(s.starts_with("nch_"));
         assert!(s[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_eq!(format().check(s), Ok(()));
+    }
+
+    #[test]
+    fn base62_digits_decode_for_every_byte() {
+        for byte in 0..=255u8 {
+            let expected = match byte {
+                b'0'..=b'9' => byte - b'0',
+                b'A'..=b'Z' => byte - b'A' + 10,
+                b'a'..=b'z' => byte - b'a' + 36,
+                _ => 0x80,
+            };
+            assert_eq!(DECODE_BASE62[usize::from(byte)], expected, "{byte:#04x}");
+        }
     }
 
     #[test]
