@@ -20,3 +20,9 @@ pub fn parse_bearer(headers: &mut HeaderMap, max_len: usize) -> Option<&[u8]> {
 pub fn cache_hit(tokens: &ApiTokens, hash: &TokenHash) -> bool {
     tokens.auth().cache.get(hash).is_some()
 }
+
+/// Whether `token` is of `tokens`' format (prefix, length, alphabet, checksum),
+/// checked as the layer checks the bytes of a request's token.
+pub fn check_token(tokens: &ApiTokens, token: &[u8]) -> bool {
+    tokens.format().check_bytes(token).is_ok()
+}

@@ -193,6 +193,71 @@ where
     })
 }
 
+/// What the design floor caches per token: the principal, and what every
+/// request must check again (DESIGN §1.6).
+#[derive(Clone)]
+pub struct FloorEntry {
+    pub principal: RefPrincipal,
+    pub revoked: bool,
+    pub issued_ns: i64,
+    pub expires_ns: Option<i64>,
+}
+
+/// The design floor's cache.
+pub type FloorCache = moka::sync::Cache<[u8; 32], Arc<FloorEntry>>;
+
+/// [`reference`] plus what DESIGN §1 requires on every hit besides: the token's
+/// format and checksum before the cache is touched (through the crate's own
+/// check, as the layer does), then revocation, the policy in force now (one
+/// `arc-swap` load of a lifetime) and `now >= expiry` against the system clock.
+/// Written by hand; a refused token just gets no principal.
+pub fn reference_with_design_checks<F, Fut, E>(
+    tokens: ApiTokens,
+    cache: FloorCache,
+    lifetime_ns: Arc<arc_swap::ArcSwap<Option<i64>>>,
+    inner: F,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<Full<Bytes>>,
+    Error = E,
+    Future = impl std::future::Future<Output = Result<http::Response<Full<Bytes>>, E>>,
+> + Clone
+where
+    F: Fn(Request<Full<Bytes>>) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<http::Response<Full<Bytes>>, E>>,
+{
+    tower::service_fn(move |mut req: Request<Full<Bytes>>| {
+        use sha2::Digest;
+        let value = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let token = match value.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
+            _ => &[][..],
+        };
+        if tower_api_tokens::bench_support::check_token(&tokens, token) {
+            let digest: [u8; 32] = sha2::Sha256::digest(token).into();
+            if let Some(entry) = cache.get(&digest) {
+                let by_policy = lifetime_ns.load().map(|l| entry.issued_ns + l);
+                let expires = match (entry.expires_ns, by_policy) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                if !entry.revoked && expires.is_none_or(|at| now < at) {
+                    // The entry is the principal, as in the layer.
+                    req.extensions_mut().insert(entry);
+                }
+            }
+        }
+        inner(req)
+    })
+}
+
 /// The digest the reference keys `token` by.
 pub fn ref_digest(token: &str) -> [u8; 32] {
     use sha2::Digest;
