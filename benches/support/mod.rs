@@ -176,15 +176,7 @@ where
 {
     tower::service_fn(move |mut req: Request<Full<Bytes>>| {
         use sha2::Digest;
-        let value = req
-            .headers()
-            .get(AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        let token = match value.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
-            _ => &[][..],
-        };
+        let token = ref_bearer(&req);
         let digest: [u8; 32] = sha2::Sha256::digest(token).into();
         if let Some(principal) = cache.get(&digest) {
             req.extensions_mut().insert(principal);
@@ -228,15 +220,7 @@ where
 {
     tower::service_fn(move |mut req: Request<Full<Bytes>>| {
         use sha2::Digest;
-        let value = req
-            .headers()
-            .get(AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        let token = match value.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
-            _ => &[][..],
-        };
+        let token = ref_bearer(&req);
         if tower_api_tokens::bench_support::check_token(&tokens, token) {
             let digest: [u8; 32] = sha2::Sha256::digest(token).into();
             if let Some(entry) = cache.get(&digest) {
@@ -256,6 +240,19 @@ where
         }
         inner(req)
     })
+}
+
+/// The references' header parse: the bytes after `Bearer `, or none.
+fn ref_bearer<B>(req: &Request<B>) -> &[u8] {
+    let value = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
+        _ => &[][..],
+    }
 }
 
 /// The digest the reference keys `token` by.
