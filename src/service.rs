@@ -102,8 +102,9 @@ where
 /// While no subscriber wants DEBUG, a `debug_span!` is still a disabled span
 /// with metadata, and when `tracing`'s `log` feature is on (sqlx and axum's
 /// `tower-log` turn it on) and no subscriber is installed, creating, entering
-/// and dropping it each go through the `log` fallback: about a tenth of a cache
-/// hit. `Span::none()` costs nothing, and a disabled span records nothing anyway.
+/// and dropping it each go through the `log` fallback (about 5 % of a cache hit,
+/// by `perf`). `Span::none()` costs nothing, and a disabled span records nothing
+/// anyway; only `log`-only setups lose the span's enter/exit lines.
 #[inline]
 fn request_span<B>(req: &Request<B>) -> Span {
     if tracing::Level::DEBUG > tracing::level_filters::LevelFilter::current() {
