@@ -102,7 +102,7 @@ where
 /// While no subscriber wants DEBUG, a `debug_span!` is still a disabled span
 /// with metadata, and when `tracing`'s `log` feature is on (sqlx and axum's
 /// `tower-log` turn it on) and no subscriber is installed, creating, entering
-/// and dropping it each go through the `log` fallback (about 5 % of a cache hit,
+/// and dropping it each go through the `log` fallback (about 3 % of a cache hit,
 /// by `perf`). `Span::none()` costs nothing, and a disabled span records nothing
 /// anyway; only `log`-only setups lose the span's enter/exit lines.
 #[inline]
