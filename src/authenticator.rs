@@ -46,7 +46,7 @@ pub(crate) struct Authenticator {
 /// A successful authentication.
 pub(crate) struct Accepted {
     pub(crate) principal: Principal,
-    /// The expiry header's value, if the token expires.
+    /// The expiry header's value, if the token expires and the header is on.
     pub(crate) expiry: Option<HeaderValue>,
 }
 
@@ -139,7 +139,9 @@ impl Authenticator {
             return Err(InvalidToken::Expired.into());
         }
         self.usage.used(entry.id, &entry.last_noted, now);
-        let expiry = if expires_ns == entry.expires_ns {
+        let expiry = if self.expiry_header.is_none() {
+            None
+        } else if expires_ns == entry.expires_ns {
             entry.expires_header.clone()
         } else {
             expires_ns

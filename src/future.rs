@@ -70,7 +70,7 @@ where
 {
     #[inline]
     pub(crate) fn inner(fut: S::Future, expiry: Option<HeaderValue>, auth: &Authenticator) -> Self {
-        let expiry = auth.expiry_header.clone().zip(expiry);
+        let expiry = expiry.and_then(|value| Some((auth.expiry_header.clone()?, value)));
         Self {
             state: State::Inner { fut, expiry },
         }
