@@ -7,7 +7,11 @@
 //! Nothing here logs above DEBUG, and nothing here ever sees more of a token
 //! than the borrowed header value it hashes.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -58,6 +62,14 @@ pub(crate) enum Step {
     Reject(AuthError),
     /// A cache miss: the token is well-formed and must be looked up.
     Load(TokenHash),
+}
+
+/// How a wait for a load ended.
+enum Landed {
+    /// Another caller's load put a trustworthy entry in the cache.
+    Cached(Arc<CachedToken>),
+    /// The coalesced load's own result.
+    Loaded(Result<Arc<CachedToken>, Arc<LoadError>>),
 }
 
 /// Why a coalesced load produced no entry; shared by every waiting caller.
@@ -161,15 +173,16 @@ impl Authenticator {
     ) -> Result<Arc<CachedToken>, AuthError> {
         for _ in 0..LOAD_ATTEMPTS {
             // Whether this caller ran the load (the others waited for it).
-            let mut ran = false;
-            let result = self
-                .cache
-                .loads()
-                .try_get_with(hash, async {
-                    ran = true;
-                    self.load_uncoalesced(hash).await
-                })
-                .await;
+            let ran = AtomicBool::new(false);
+            let load = self.cache.loads().try_get_with(hash, async {
+                ran.store(true, Ordering::Relaxed);
+                self.load_uncoalesced(hash).await
+            });
+            let result = match self.wait_for(&hash, load, &ran).await {
+                Landed::Cached(entry) => return Ok(entry),
+                Landed::Loaded(result) => result,
+            };
+            let ran = ran.load(Ordering::Relaxed);
             let current = result
                 .as_ref()
                 .is_ok_and(|entry| self.cache.is_current(&hash, entry));
@@ -195,6 +208,60 @@ impl Authenticator {
             }
         }
         Err(AuthError::Unavailable(Arc::new(StoreError::Stale)))
+    }
+
+    /// Awaits `load`; a caller that is not running it (`ran` stays false) also
+    /// leaves as soon as a trustworthy entry for `hash` is in the cache.
+    ///
+    /// moka wakes the waiters of a load one at a time, each woken task waking
+    /// the next when it is polled; the cache's `landed` signal wakes all of them
+    /// at once. The load is still moka's alone: this only decides which wake-up
+    /// a waiter acts on. A waiter that leaves drops its place in moka's queue,
+    /// which hands its wake-up on to the next.
+    async fn wait_for<F>(&self, hash: &TokenHash, load: F, ran: &AtomicBool) -> Landed
+    where
+        F: Future<Output = Result<Arc<CachedToken>, Arc<LoadError>>>,
+    {
+        let mut load = pin!(load);
+        loop {
+            // Enabled before the cache is looked at: an insert after the look
+            // is told to this listener.
+            let mut landed = pin!(Some(self.cache.landed(hash).notified()));
+            if let Some(listener) = landed.as_mut().as_pin_mut() {
+                listener.enable();
+            }
+            if !ran.load(Ordering::Relaxed)
+                && let Some(entry) = self.cache.get(hash)
+            {
+                return Landed::Cached(entry);
+            }
+            let woke = poll_fn(|cx| {
+                if !ran.load(Ordering::Relaxed)
+                    && let Some(listener) = landed.as_mut().as_pin_mut()
+                    && listener.poll(cx).is_ready()
+                {
+                    return Poll::Ready(None);
+                }
+                let polled = load.as_mut().poll(cx).map(Some);
+                // The caller running the load stops listening, so that its own
+                // insert (or others' in its stripe) does not wake it for nothing.
+                if ran.load(Ordering::Relaxed) {
+                    landed.set(None);
+                }
+                polled
+            })
+            .await;
+            match woke {
+                Some(result) => return Landed::Loaded(result),
+                // Something in `hash`'s stripe was inserted: most likely this
+                // entry (if not, listen again).
+                None => {
+                    if let Some(entry) = self.cache.get(hash) {
+                        return Landed::Cached(entry);
+                    }
+                }
+            }
+        }
     }
 
     async fn load_uncoalesced(&self, hash: TokenHash) -> Result<Arc<CachedToken>, LoadError> {

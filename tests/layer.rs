@@ -4,6 +4,7 @@
 mod support;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,52 @@ async fn a_revoke_during_a_load_is_not_undone_by_that_load() {
     // And the old record was not left in the cache either.
     let a = send(&h.tokens, bearer(&tok)).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.challenge().contains("revoked"));
+}
+
+/// Starts a load that stops once it has read the record, then queues `n` more
+/// requests for the same token behind it (on a current-thread runtime each
+/// spawned task runs to its first wait before this returns).
+async fn load_with_waiters(
+    h: &Harness,
+    tok: &str,
+    n: usize,
+) -> (Arc<Pause>, Vec<tokio::task::JoinHandle<StatusCode>>) {
+    let pause = h.store.pause_next_lookup();
+    let mut tasks = spawn_requests(&h.tokens, tok, 1);
+    pause.reached.notified().await;
+    tasks.extend(spawn_requests(&h.tokens, tok, n));
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    (pause, tasks)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_waiting_on_a_load_are_answered_from_its_result() {
+    let h = Harness::new().await;
+    let (tok, _) = h.token(&h.alice).await;
+    let (pause, tasks) = load_with_waiters(&h, &tok, 50).await;
+    pause.release.notify_one();
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(h.store.lookups(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_waiting_on_a_load_that_raced_a_revoke_see_the_revocation() {
+    let h = Harness::new().await;
+    let (tok, id) = h.token(&h.alice).await;
+    let (pause, tasks) = load_with_waiters(&h, &tok, 50).await;
+    h.tokens.revoke(id).await.unwrap();
+    pause.release.notify_one();
+    for status in statuses(tasks).await {
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // The stale load is retried once, for everyone.
+    assert_eq!(h.store.lookups(), 2);
+    let a = send(&h.tokens, bearer(&tok)).await;
     assert!(a.challenge().contains("revoked"));
 }
 
