@@ -1,7 +1,7 @@
 //! The layer around a plain hyper service, no axum.
 //!
 //! `cargo run --all-features --example hyper` prints a token, then serves
-//! `127.0.0.1:8081`: `curl -H "Authorization: Bearer <token>" http://127.0.0.1:8081/`.
+//! `127.0.0.1:8090`: `curl -H "Authorization: Bearer <token>" http://127.0.0.1:8090/`.
 
 use std::convert::Infallible;
 
@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = ServiceBuilder::new()
         .layer(tokens.layer())
         .service_fn(hello);
-    let listener = TcpListener::bind("127.0.0.1:8081").await?;
+    let listener = TcpListener::bind("127.0.0.1:8090").await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;

@@ -232,9 +232,8 @@ async fn main() {
     }
     // Ratios of the medians, and the median of each round's own ratio (robust
     // to a machine whose speed drifts between rounds).
-    let per_round = |a: usize, b: usize| {
-        median(rps[a].iter().zip(&rps[b]).map(|(x, y)| x / y).collect())
-    };
+    let per_round =
+        |a: usize, b: usize| median(rps[a].iter().zip(&rps[b]).map(|(x, y)| x / y).collect());
     for (ours, label) in [(2, "ours"), (3, "ours without the expiry header")] {
         println!(
             "  {label}: ÷ bare {:.3} (per round {:.3}), ÷ tower-http {:.3} (per round {:.3}); goals ≥ 0.97",

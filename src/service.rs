@@ -1,5 +1,6 @@
 //! [`ApiTokenAuth`]: the middleware service.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let span = request_span(&req);
+        let span = request_span(&req, self.auth.format.prefix());
         let step = span.in_scope(|| {
             self.auth
                 .begin(req.headers_mut(), self.allow_anonymous, &span)
@@ -106,7 +107,7 @@ where
 /// by `perf`). `Span::none()` costs nothing, and a disabled span records nothing
 /// anyway; only `log`-only setups lose the span's enter/exit lines.
 #[inline]
-fn request_span<B>(req: &Request<B>) -> Span {
+fn request_span<B>(req: &Request<B>, token_prefix: &str) -> Span {
     if tracing::Level::DEBUG > tracing::level_filters::LevelFilter::current() {
         return Span::none();
     }
@@ -114,11 +115,45 @@ fn request_span<B>(req: &Request<B>) -> Span {
         "authenticate",
         method = %req.method(),
         // The path only: a query string may carry secrets.
-        path = req.uri().path(),
+        path = &*redacted_path(req.uri().path(), token_prefix),
         outcome = tracing::field::Empty,
         token_id = tracing::field::Empty,
         hint = tracing::field::Empty,
     )
+}
+
+/// `path` with every segment that holds the token prefix replaced by
+/// `[redacted]`: a careless client may put its token in the path.
+fn redacted_path<'a>(path: &'a str, token_prefix: &str) -> Cow<'a, str> {
+    if !path.contains(token_prefix) {
+        return Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            if segment.contains(token_prefix) {
+                "[redacted]"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    Cow::Owned(segments.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_path;
+
+    #[test]
+    fn paths_with_a_token_are_redacted_segment_by_segment() {
+        assert_eq!(redacted_path("/a/b", "nch_"), "/a/b");
+        assert_eq!(redacted_path("/", "nch_"), "/");
+        assert_eq!(
+            redacted_path("/v1/nch_abc/x/pre-nch_def", "nch_"),
+            "/v1/[redacted]/x/[redacted]"
+        );
+    }
 }
 
 impl<S: fmt::Debug, R> fmt::Debug for ApiTokenAuth<S, R> {

@@ -27,6 +27,11 @@ async fn no_token_appears_in_trace_output_or_debug() {
         .body(Default::default())
         .unwrap();
     assert_eq!(send(&h.tokens, req).await.status, 401);
+    // In the path, by a careless client (the span logs the path).
+    let req = http::Request::get(format!("/resource/{tok}/x"))
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(send(&h.tokens, req).await.status, 401);
 
     // Revoked, then rejected.
     h.tokens.revoke(issued.record.id).await.unwrap();
