@@ -141,6 +141,15 @@ fn redacted_path<'a>(path: &'a str, token_prefix: &str) -> Cow<'a, str> {
     Cow::Owned(segments.join("/"))
 }
 
+impl<S: fmt::Debug, R> fmt::Debug for ApiTokenAuth<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiTokenAuth")
+            .field("inner", &self.inner)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redacted_path;
@@ -153,14 +162,5 @@ mod tests {
             redacted_path("/v1/nch_abc/x/pre-nch_def", "nch_"),
             "/v1/[redacted]/x/[redacted]"
         );
-    }
-}
-
-impl<S: fmt::Debug, R> fmt::Debug for ApiTokenAuth<S, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiTokenAuth")
-            .field("inner", &self.inner)
-            .field("allow_anonymous", &self.allow_anonymous)
-            .finish_non_exhaustive()
     }
 }
