@@ -230,9 +230,8 @@ impl Authenticator {
             if let Some(listener) = landed.as_mut().as_pin_mut() {
                 listener.enable();
             }
-            if !ran.load(Ordering::Relaxed)
-                && let Some(entry) = self.cache.get(hash)
-            {
+            // (Only callers not running the load come round again: see below.)
+            if let Some(entry) = self.cache.get(hash) {
                 return Landed::Cached(entry);
             }
             let woke = poll_fn(|cx| {

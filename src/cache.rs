@@ -17,7 +17,11 @@
 //!   waking task wakes the next), so a thousand of them take a thousand
 //!   scheduler hops in a row; a caller waiting on someone else's load also
 //!   listens here, and all of them wake at once and take the entry from
-//!   `entries`. The loader stays moka's; this only shortens the wake-up.
+//!   `entries`. The loader stays moka's; this only shortens the wake-up. One
+//!   signal per stripe, not per load: an insert also wakes the waiters of other
+//!   tokens in its stripe (1 in 256), who look, miss and wait again; a cold
+//!   start with many distinct tokens pays some such wake-ups, never a wrong
+//!   answer.
 //! * `generations` — a counter per stripe of digests, bumped on every
 //!   invalidation. An entry remembers the counter it was loaded under; if the
 //!   counter moved, the entry may predate a revocation and is not trusted. This is

@@ -198,20 +198,23 @@ mod tests {
     #[test]
     fn the_shortcut_agrees_with_the_general_rule_for_every_byte() {
         // Every byte at each of the first 9 places of a bearer value (so every
-        // near miss of `Bearer `), and every pair of whitespace bytes around the
-        // space.
+        // near miss of `Bearer `), under length caps around the token's, and
+        // every pair of whitespace bytes around the space.
         let base = b"Bearer tok";
         let mut checked = 0;
         for at in 0..9 {
             for byte in 0..=255u8 {
                 let mut value = base.to_vec();
                 value[at] = byte;
-                assert_eq!(
-                    credentials(&value, 64),
-                    credentials_general(&value, 64),
-                    "{value:?}"
-                );
-                checked += 1;
+                // The length cap just under, at and over the token's length.
+                for max_len in [2, 3, 4] {
+                    assert_eq!(
+                        credentials(&value, max_len),
+                        credentials_general(&value, max_len),
+                        "{value:?} {max_len}"
+                    );
+                    checked += 1;
+                }
             }
         }
         for a in [b' ', b'\t', b'x'] {
@@ -226,7 +229,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 9 * 256 + 27);
+        assert_eq!(checked, 9 * 256 * 3 + 27);
         // And the shortcut is taken for the common shape.
         assert!(strip_bearer_sp(b"Bearer tok").is_some());
         assert!(strip_bearer_sp(b"BEARER tok").is_some());

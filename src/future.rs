@@ -70,7 +70,7 @@ where
 {
     #[inline]
     pub(crate) fn inner(fut: S::Future, expiry: Option<HeaderValue>, auth: &Authenticator) -> Self {
-        let expiry = expiry.and_then(|value| Some((auth.expiry_header.clone()?, value)));
+        let expiry = expiry_pair(auth, expiry);
         Self {
             state: State::Inner { fut, expiry },
         }
@@ -112,6 +112,15 @@ where
             },
         }
     }
+}
+
+/// The expiry header to add to the response: its name, if the header is on,
+/// and the value, if the token expires.
+fn expiry_pair(
+    auth: &Authenticator,
+    expiry: Option<HeaderValue>,
+) -> Option<(HeaderName, HeaderValue)> {
+    expiry.and_then(|value| Some((auth.expiry_header.clone()?, value)))
 }
 
 fn reject<B>(
@@ -184,7 +193,7 @@ where
                             request.extensions_mut().insert(principal);
                             State::Inner {
                                 fut: service.call(request),
-                                expiry: auth.expiry_header.clone().zip(expiry),
+                                expiry: expiry_pair(auth, expiry),
                             }
                         }
                         Err(error) => State::Rejected {
