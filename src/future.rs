@@ -116,6 +116,7 @@ where
 
 /// The expiry header to add to the response: its name, if the header is on,
 /// and the value, if the token expires.
+#[inline]
 fn expiry_pair(
     auth: &Authenticator,
     expiry: Option<HeaderValue>,
