@@ -17,8 +17,10 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use sha2::Digest;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_api_tokens::store::{Directory, MemoryStore, User, UserId};
-use tower_api_tokens::{ApiTokens, Principal};
+use tower_api_tokens::Principal;
+
+mod support;
+use support::Harness;
 
 struct Counting;
 
@@ -105,23 +107,15 @@ where
 #[tokio::test(flavor = "current_thread")]
 async fn a_cache_hit_allocates_no_more_than_the_unavoidable_work() {
     const N: u64 = 1000;
-    let store = MemoryStore::new();
-    let user = User {
-        id: UserId::new(),
-        username: "alloc".into(),
-        roles: vec!["dev".into()],
-        identity_provider: "local".into(),
-    };
-    store.create_user(&user, &"pw".into()).await.unwrap();
-    let tokens = ApiTokens::builder().backend(store).build().await.unwrap();
-    let token = tokens.issue(user.id).await.unwrap().token;
-    let auth = HeaderValue::try_from(format!("Bearer {}", token.expose())).unwrap();
+    let h = Harness::new().await;
+    let (token, _) = h.token(&h.alice).await;
+    let auth = HeaderValue::try_from(format!("Bearer {token}")).unwrap();
 
     // The layer, with its defaults (expiry header on); every request a hit
     // that reaches the inner service with a principal.
     let layer =
         ServiceBuilder::new()
-            .layer(tokens.layer())
+            .layer(h.tokens.layer())
             .service_fn(|req: Request<Full<Bytes>>| {
                 assert!(req.extensions().get::<Principal>().is_some());
                 inner(req)
@@ -131,7 +125,7 @@ async fn a_cache_hit_allocates_no_more_than_the_unavoidable_work() {
     // The unavoidable work, by hand.
     let cache = moka::sync::Cache::<[u8; 32], Arc<String>>::new(100);
     cache.insert(
-        sha2::Sha256::digest(token.expose().as_bytes()).into(),
+        sha2::Sha256::digest(token.as_bytes()).into(),
         Arc::new("alloc".into()),
     );
     let reference = tower::service_fn(move |mut req: Request<Full<Bytes>>| {

@@ -107,12 +107,7 @@ async fn case_06_query_tokens_are_ignored() {
 #[tokio::test]
 async fn case_07_a_token_at_exactly_its_expiry_is_expired() {
     let h = Harness::new().await;
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: "1h".parse().unwrap(),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users("1h".parse().unwrap()).await;
     let (tok, _) = h.token(&h.alice).await;
     h.clock
         .set(START + Duration::from_secs(3600) - Duration::from_nanos(1));
@@ -129,12 +124,7 @@ async fn case_07_a_token_at_exactly_its_expiry_is_expired() {
 #[tokio::test]
 async fn case_08_a_cached_token_never_outlives_its_expiry() {
     let h = Harness::new().await;
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: "2h".parse().unwrap(),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users("2h".parse().unwrap()).await;
     let (tok, _) = h.token(&h.alice).await;
     h.clock.advance(Duration::from_secs(3600)); // 1 h left
     assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);

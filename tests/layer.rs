@@ -94,22 +94,12 @@ async fn the_expiry_header_tells_when_the_token_stops_working() {
     assert_eq!(a.headers["api-token-expiration"], "2026-04-01T00:00:00Z");
 
     // A tightened policy cuts the token, and the header says so.
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::days(10),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::days(10)).await;
     let a = send(&h.tokens, bearer(&tok)).await;
     assert_eq!(a.headers["api-token-expiration"], "2026-01-11T00:00:00Z");
 
     // A token that never expires has no header.
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::Never,
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::Never).await;
     let (forever, _) = h.token(&h.alice).await;
     let a = send(&h.tokens, bearer(&forever)).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -135,34 +125,19 @@ async fn the_expiry_header_can_be_renamed_or_turned_off() {
 #[tokio::test]
 async fn tightening_cuts_existing_tokens_and_loosening_never_extends_them() {
     let h = Harness::new().await;
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::days(30),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::days(30)).await;
     let (tok, _) = h.token(&h.alice).await;
     h.clock.advance(Duration::from_secs(20 * 86_400));
     assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
 
     // Tightened to 7 days: the 20-day-old token is void at once.
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::days(7),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::days(7)).await;
     let a = send(&h.tokens, bearer(&tok)).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert!(a.challenge().contains("expired"));
 
     // Loosened to never: back to its own 30 days, not beyond.
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::Never,
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::Never).await;
     assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
     h.clock.advance(Duration::from_secs(10 * 86_400)); // day 30
     assert_eq!(
@@ -499,12 +474,7 @@ async fn a_failed_coalesced_load_does_not_poison_the_next_attempt() {
 #[tokio::test]
 async fn a_cached_token_is_refused_from_its_expiry_on_without_asking_the_store_again() {
     let h = Harness::new().await;
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::days(1),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::days(1)).await;
     let (tok, _) = h.token(&h.alice).await;
     assert_eq!(send(&h.tokens, bearer(&tok)).await.status, StatusCode::OK);
     assert_eq!(h.store.lookups(), 1);

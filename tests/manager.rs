@@ -104,12 +104,7 @@ async fn rotate_revokes_the_old_token_and_issues_a_new_one() {
 #[tokio::test]
 async fn an_expired_or_revoked_token_is_not_reused() {
     let h = Harness::with(keyed()).await;
-    h.tokens
-        .set_policy(Policy::AllUsers {
-            lifetime: Lifetime::days(1),
-        })
-        .await
-        .unwrap();
+    h.allow_all_users(Lifetime::days(1)).await;
     let first = h
         .tokens
         .generate("alice", &pw("alice"), false)
@@ -585,31 +580,26 @@ async fn addresses_in_one_ipv6_64_are_one_client_and_ipv4_mapped_is_ipv4() {
 
 #[tokio::test]
 async fn a_zero_client_limit_is_a_configuration_error() {
-    let zero_max = ApiTokens::builder()
-        .backend(MemoryStore::new())
-        .client_failed_attempts(0, Duration::from_secs(60))
-        .build()
-        .await;
+    let base = || ApiTokens::builder().backend(MemoryStore::new());
     assert!(matches!(
-        zero_max,
+        base()
+            .client_failed_attempts(0, Duration::from_secs(60))
+            .build()
+            .await,
         Err(ConfigError::ZeroAttempts("client_failed_attempts"))
     ));
-    let zero_window = ApiTokens::builder()
-        .backend(MemoryStore::new())
-        .client_failed_attempts(5, Duration::ZERO)
-        .build()
-        .await;
     assert!(matches!(
-        zero_window,
+        base()
+            .client_failed_attempts(5, Duration::ZERO)
+            .build()
+            .await,
         Err(ConfigError::ZeroDuration("client_failed_attempts_window"))
     ));
-    let zero_user_max = ApiTokens::builder()
-        .backend(MemoryStore::new())
-        .failed_attempts(0, Duration::from_secs(60))
-        .build()
-        .await;
     assert!(matches!(
-        zero_user_max,
+        base()
+            .failed_attempts(0, Duration::from_secs(60))
+            .build()
+            .await,
         Err(ConfigError::ZeroAttempts("failed_attempts"))
     ));
 }

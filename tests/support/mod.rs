@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tower_api_tokens::clock::ManualClock;
 use tower_api_tokens::password::Password;
-use tower_api_tokens::policy::{Policy, VersionedPolicy};
+use tower_api_tokens::policy::{Lifetime, Policy, VersionedPolicy};
 use tower_api_tokens::store::{
     Active, Directory, Issued, MemoryStore, TokenId, TokenRecord, TokenStore, User, UserId,
 };
@@ -240,6 +240,14 @@ impl Harness {
             alice,
             admin,
         }
+    }
+
+    /// Sets the policy to `all_users` with `lifetime`.
+    pub async fn allow_all_users(&self, lifetime: Lifetime) {
+        self.tokens
+            .set_policy(Policy::AllUsers { lifetime })
+            .await
+            .unwrap();
     }
 
     /// A new token of `user`, as plaintext.
