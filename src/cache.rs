@@ -56,7 +56,7 @@ pub(crate) struct CachedToken {
     /// 2262), so the request path compares integers, not calendar dates.
     pub(crate) issued_ns: i64,
     pub(crate) expires_ns: Option<i64>,
-    pub(crate) user: Arc<User>,
+    pub(crate) user: User,
     /// The record's own `expires_at`, pre-formatted for the expiry header.
     pub(crate) expires_header: Option<HeaderValue>,
     /// When this instance last queued a `last_used_at` write for the token.
@@ -197,7 +197,7 @@ impl TokenCache {
             last_noted: LastNoted::new(record.last_used_at),
             issued_ns: unix_nanos(record.issued_at),
             expires_ns: record.expires_at.map(unix_nanos),
-            user: Arc::new(user),
+            user,
             expires_header,
             generation,
         })
